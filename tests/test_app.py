@@ -1,0 +1,95 @@
+"""The app as a whole: flags, presets validated at start-up, /health, the factory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import app
+from settings import Settings, parse_settings
+from ui.presets import PRESETS_DIR, PresetError, load_presets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_app(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_help_documents_every_flag():
+    result = run_app("--help")
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--data-dir", "--models-dir", "--engines", "--device", "--lan"):
+        assert flag in result.stdout
+    assert "{real,fake}" in result.stdout and "{auto,cpu,cuda}" in result.stdout
+
+
+def test_lan_is_refused_with_a_clear_message():
+    result = run_app("--lan", "--engines", "fake")
+    assert result.returncode != 0
+    assert "--lan is not available yet" in result.stderr
+
+
+def test_a_bad_flag_value_is_refused():
+    result = run_app("--engines", "magic")
+    assert result.returncode != 0
+    assert "engines" in result.stderr
+
+
+def test_flags_and_environment_become_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("MELANGE_PORT", "9000")
+    settings = parse_settings(["--data-dir", str(tmp_path), "--engines", "fake"])
+    assert settings.port == 9000
+    assert settings.data_dir == tmp_path
+    assert settings.resolved_models_dir == tmp_path / "models"
+
+
+def test_shipped_presets_are_valid():
+    presets = load_presets()
+    assert presets.chat and presets.image and presets.transcribe
+
+
+def test_a_broken_preset_is_named_at_start_up(tmp_path):
+    for panel in ("chat", "image", "transcribe"):
+        (tmp_path / panel).mkdir()
+        for preset in (PRESETS_DIR / panel).glob("*.toml"):
+            (tmp_path / panel / preset.name).write_text(preset.read_text())
+    (tmp_path / "image" / "broken.toml").write_text('name = "Odd size"\nwidth = 100\n')
+    with pytest.raises(PresetError, match="broken.toml"):
+        load_presets(tmp_path)
+
+
+def test_health_reports_version_device_and_each_engine(tmp_path):
+    settings = Settings(data_dir=tmp_path, engines="fake")
+    client = TestClient(app.create_app(settings))
+    body = client.get("/health").json()
+    assert body["app"] == "melange"
+    assert body["version"]
+    assert body["device"] == "cpu"
+    assert set(body["engines"]) == {"chat", "image", "speech"}
+    for status in body["engines"].values():
+        assert status["backend"] == "fake" and status["loaded"] is False
+    assert client.get("/").status_code == 200
+
+
+def test_real_engines_are_built_without_loading_any_model(tmp_path):
+    settings = Settings(data_dir=tmp_path, engines="real", device="cpu")
+    engines = app.build_engines(settings)
+    statuses = {s.kind: s for s in (e.status() for e in engines.all())}
+    assert {s.backend for s in statuses.values()} == {"llama-cpp", "diffusers", "faster-whisper"}
+    assert not any(s.loaded for s in statuses.values())
+    assert statuses["image"].demo is True
+    assert "SmolLM2" in statuses["chat"].model and "tiny.en" in statuses["speech"].model
+
+
+def test_asking_for_cuda_without_it_stops_with_a_clear_message(tmp_path):
+    from engines import device
+
+    if device.torch_cuda():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="--device cuda"):
+        app.build_engines(Settings(data_dir=tmp_path, device="cuda"))

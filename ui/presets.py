@@ -1,0 +1,82 @@
+"""Presets are TOML data files under ``presets/<panel>/``; they are validated when the app starts.
+
+A bad preset stops start-up with a message naming the file, rather than failing later in a panel.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+class PresetError(ValueError):
+    pass
+
+
+class _Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+
+
+class ChatPreset(_Preset):
+    system_prompt: str = ""
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=1000)
+    repeat_penalty: float = Field(1.1, ge=0.5, le=2.0)
+    max_tokens: int = Field(512, ge=16, le=4096)
+
+
+class ImagePreset(_Preset):
+    sampler: str = "Euler"
+    steps: int = Field(20, ge=1, le=150)
+    guidance: float = Field(7.0, ge=0.0, le=30.0)
+    width: int = Field(512, ge=64, le=2048, multiple_of=8)
+    height: int = Field(512, ge=64, le=2048, multiple_of=8)
+
+
+class TranscribePreset(_Preset):
+    language: str | None = None
+    beam_size: int = Field(5, ge=1, le=10)
+    vad_filter: bool = True
+    word_timestamps: bool = False
+
+
+P = TypeVar("P", bound=_Preset)
+
+
+@dataclass(frozen=True)
+class Presets:
+    chat: list[ChatPreset]
+    image: list[ImagePreset]
+    transcribe: list[TranscribePreset]
+
+
+def _load_folder(folder: Path, model: type[P]) -> list[P]:
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise PresetError(f"No presets in {folder}: each panel needs at least one .toml preset.")
+    presets = []
+    for file in files:
+        try:
+            presets.append(model.model_validate(tomllib.loads(file.read_text(encoding="utf-8"))))
+        except (tomllib.TOMLDecodeError, ValidationError) as e:
+            raise PresetError(f"Invalid preset {file}: {e}") from e
+    names = [p.name for p in presets]
+    if len(set(names)) != len(names):
+        raise PresetError(f"Two presets in {folder} share a name: {sorted(names)}")
+    return presets
+
+
+def load_presets(root: Path = PRESETS_DIR) -> Presets:
+    return Presets(
+        chat=_load_folder(root / "chat", ChatPreset),
+        image=_load_folder(root / "image", ImagePreset),
+        transcribe=_load_folder(root / "transcribe", TranscribePreset),
+    )
