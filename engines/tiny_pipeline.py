@@ -1,0 +1,161 @@
+"""A tiny Stable-Diffusion-1.x-shaped pipeline with random weights, built locally in seconds.
+
+It lets the image panel (and its tests) run the real diffusers code path with no download: the
+images are coloured noise, not pictures. Same code, same seed, same bytes on disk.
+
+    python -m engines.tiny_pipeline DIR
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+TINY_PIPELINE_DIRNAME = "melange-tiny-sd"
+MARKER_FILE = "melange_demo.json"
+SEED = 0
+
+_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def is_demo_pipeline(path: Path) -> bool:
+    """True for a folder written by :func:`build_tiny_pipeline`."""
+    return (Path(path) / MARKER_FILE).is_file()
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for the bytes 0..255 (as in GPT-2 and CLIP)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in chars]
+
+
+def _write_tokenizer_files(folder: Path) -> int:
+    """A byte-level CLIP vocabulary with no merges: every byte is a token. Returns the vocab size."""
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + [_BOS, _EOS]
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return len(tokens)
+
+
+def _build_into(folder: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab_size = _write_tokenizer_files(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", model_max_length=77)
+
+    # Each model gets its own seed so that changing one never changes the others' weights.
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(SEED + 1)
+    # Four blocks, like SD 1.x, so latents are 1/8 of the image side: a 512 px image stays cheap.
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
+    torch.manual_seed(SEED + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    # The SD 1.x noise schedule.
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    marker = {"demo": True, "name": "Melange tiny demo pipeline", "weights": "random", "seed": SEED}
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def build_tiny_pipeline(out_dir: Path) -> Path:
+    """Build the tiny pipeline into ``out_dir``, which must not exist yet; returns ``out_dir``.
+
+    Built in a sibling temp folder and renamed into place, so a crash never leaves half a pipeline.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; remove it to rebuild the tiny pipeline.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        _build_into(tmp / "p")
+        (tmp / "p").rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure_tiny_pipeline(data_dir: Path) -> Path:
+    """``data_dir/models/melange-tiny-sd``, built on first use."""
+    out_dir = Path(data_dir) / "models" / TINY_PIPELINE_DIRNAME
+    if is_demo_pipeline(out_dir):
+        return out_dir
+    try:
+        return build_tiny_pipeline(out_dir)
+    except OSError:
+        # Another process may have renamed its build into place first; theirs is as good as ours.
+        if is_demo_pipeline(out_dir):
+            return out_dir
+        raise
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m engines.tiny_pipeline DIR")
+    print(build_tiny_pipeline(Path(sys.argv[1])))
