@@ -17,6 +17,7 @@ from fastapi import FastAPI
 import ui.chat
 import ui.image
 import ui.transcribe
+from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
 from settings import Settings, parse_settings
 from ui.presets import Presets, load_presets
@@ -83,13 +84,23 @@ def build_engines(settings: Settings) -> Engines:
     return Engines(chat, image, speech)
 
 
-def build_app(settings: Settings, engines: Engines, presets: Presets | None = None) -> gr.Blocks:
+def user_presets_dir(settings: Settings):
+    return settings.data_dir / "presets"
+
+
+def build_app(
+    settings: Settings,
+    engines: Engines,
+    presets: Presets | None = None,
+    store: ConversationStore | None = None,
+) -> gr.Blocks:
     """The Gradio UI: one tab per panel, each handed its engine."""
-    presets = presets or load_presets()
+    presets = presets or load_presets(user_root=user_presets_dir(settings))
+    store = store or ConversationStore(settings.data_dir / "melange.db")
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
         with gr.Tab("Chat", id="chat"):
-            ui.chat.build(engines.chat, presets.chat)
+            ui.chat.build(blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings))
         with gr.Tab("Image", id="image"):
             ui.image.build(engines.image, presets.image, settings.data_dir / "images")
         with gr.Tab("Transcribe", id="transcribe"):
@@ -112,8 +123,9 @@ def health(engines: Engines) -> dict:
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     """The whole server: ``/health`` plus the UI at ``/``. Room for ``/v1/...`` beside them later."""
     engines = engines or build_engines(settings)
-    presets = load_presets()  # validated now: a broken preset stops start-up, naming the file
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Validated now: a broken preset stops start-up, naming the file.
+    presets = load_presets(user_root=user_presets_dir(settings))
     images_dir = settings.data_dir / "images"
     images_dir.mkdir(exist_ok=True)
 

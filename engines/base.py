@@ -85,7 +85,8 @@ class ChatStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     first_token_seconds: float | None = None
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "stop", "length", or "cancelled" when the reader stopped early
+    dropped_messages: int = 0  # oldest turns left out so the conversation fits the context
 
     @property
     def tokens_per_second(self) -> float:
@@ -102,6 +103,8 @@ class ChatDelta:
 
 @runtime_checkable
 class ChatEngine(Engine, Protocol):
+    n_ctx: int
+
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         """Yield the reply piece by piece. Closing the generator stops generation."""
 
@@ -115,9 +118,22 @@ def check_messages(messages: list[ChatMessage]) -> None:
 
 # ---------------------------------------------------------------- image
 
+# Sampler names as people know them from the SD web UIs; each engine maps them to its schedulers.
+SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "LCM", "UniPC")
+# How the seeds of a run's images are chosen (see ``seeds_for``).
+SEED_MODES = ("fixed", "increment", "random")
+MAX_BATCH_SIZE = 8
+MAX_BATCH_COUNT = 100
+
+
+class Cancelled(Exception):
+    """The person pressed Cancel; not an error. The message says where it stopped."""
+
 
 @dataclass(frozen=True)
 class ImageParams:
+    """The recipe of one image: what a PNG carries and what restores it."""
+
     prompt: str
     negative_prompt: str = ""
     width: int = 512
@@ -126,6 +142,11 @@ class ImageParams:
     guidance: float = 7.0
     seed: int = -1  # -1: a new random seed; the result says which one was used
     sampler: str = "Euler"
+    model: str = ""  # a name from the engine's ``models()`` or a Hugging Face repo id; "": the engine's default
+    refiner: str = ""  # a second model that finishes the image; "": none
+    refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
+    init_image: str | None = None  # img2img: path of the starting image; None: text-to-image
+    strength: float = 0.75  # img2img: how much of the starting image is replaced by noise (1: all)
 
     def check(self, max_side: int = 2048) -> None:
         if not self.prompt.strip():
@@ -139,27 +160,96 @@ class ImageParams:
             raise InputError(f"Guidance (CFG) must be between 0 and 30, got {self.guidance}.")
         if not -1 <= self.seed < 2**32:
             raise InputError(f"Seed must be -1 (random) or an integer below 2^32, got {self.seed}.")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"Unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if self.init_image is not None:
+            if not 0.0 < self.strength <= 1.0:
+                raise InputError(f"Strength must be above 0 and at most 1, got {self.strength}.")
+            if int(self.steps * self.strength) < 1:
+                raise InputError(
+                    f"{self.steps} steps at strength {self.strength} leave no step to run: raise the steps or the strength."
+                )
+        if self.refiner:
+            if not 0.0 < self.refiner_start < 1.0:
+                raise InputError(f"Refiner start must be between 0 and 1 (exclusive), got {self.refiner_start}.")
+            if int(self.steps * (1 - self.refiner_start)) < 1 or int(self.steps * self.refiner_start) < 1:
+                raise InputError(
+                    f"{self.steps} steps with the refiner starting at {self.refiner_start} leave one of the two "
+                    "models no step: raise the steps or move the refiner start."
+                )
+
+
+def check_batch(batch_count: int, batch_size: int) -> None:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InputError(f"Batch size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}.")
+    if not 1 <= batch_count <= MAX_BATCH_COUNT:
+        raise InputError(f"Batch count must be between 1 and {MAX_BATCH_COUNT}, got {batch_count}.")
+
+
+def seeds_for(mode: str, seed: int, count: int, random_seed: Callable[[], int]) -> list[int]:
+    """The seeds of a run's ``count`` images.
+
+    "fixed" and "increment" both give seed, seed+1, ... so the whole run reproduces from one number
+    (a seed of -1 draws the first one); they differ in the UI, where "increment" moves the seed box on
+    past the last seed used. "random" draws a new seed for every image.
+    """
+    if mode not in SEED_MODES:
+        raise InputError(f"Seed mode must be one of {', '.join(SEED_MODES)}, got {mode!r}.")
+    if not -1 <= seed < 2**32:
+        raise InputError(f"Seed must be -1 (random) or an integer below 2^32, got {seed}.")
+    if mode == "random":
+        return [random_seed() for _ in range(count)]
+    first = random_seed() if seed == -1 else seed
+    return [(first + i) % 2**32 for i in range(count)]
 
 
 @dataclass(frozen=True)
 class ImageResult:
     image: object  # PIL.Image.Image; typed loosely so the contract does not import PIL
-    params: ImageParams  # with the seed actually used
-    model: str
+    params: ImageParams  # with the seed and model actually used
+    model: str  # display name of the model
     seconds: float
+    model_hash: str = ""  # A1111's short hash (first 10 hex digits of the weights' sha256)
+    refiner_hash: str = ""
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
+PreviewCallback = Callable[[object], None]  # a small PIL image of the latents at this step
 
 
 @runtime_checkable
 class ImageEngine(Engine, Protocol):
     samplers: tuple[str, ...]
 
-    def generate(self, params: ImageParams, on_step: StepCallback | None = None) -> ImageResult: ...
+    def models(self) -> list[str]:
+        """Names for the model picker, the default model first."""
+
+    def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
+        """Load (downloading if needed) the model and refiner that ``params`` name."""
+
+    def generate(
+        self,
+        params: ImageParams,
+        on_step: StepCallback | None = None,
+        *,
+        on_preview: PreviewCallback | None = None,
+        cancel: object | None = None,
+    ) -> ImageResult: ...
+
+    def generate_batch(
+        self,
+        batch: list[ImageParams],
+        on_step: StepCallback | None = None,
+        *,
+        on_preview: PreviewCallback | None = None,
+        cancel: object | None = None,  # a threading.Event: set it to stop at the next step (raises Cancelled)
+    ) -> list[ImageResult]:
+        """Images that share every parameter but the seed, made in one pass."""
 
 
 # ---------------------------------------------------------------- speech
+
+TASKS = ("transcribe", "translate")  # translate: any language to English (multilingual models only)
 
 
 @dataclass(frozen=True)
@@ -168,6 +258,7 @@ class Word:
     end: float
     text: str
     probability: float
+    speaker: str | None = None  # "Speaker 1"...; None until speakers are labelled
 
 
 @dataclass(frozen=True)
@@ -176,35 +267,54 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    speaker: str | None = None  # "Speaker 1"...; None until speakers are labelled
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
     language: str | None = None  # None: detect
+    task: str = "transcribe"
     beam_size: int = 5
     vad_filter: bool = True
     word_timestamps: bool = False
+    initial_prompt: str = ""  # text that sets the style and spelling ("Melange, CTranslate2, Dr. Okafor.")
+    hotwords: str = ""  # words to favour, separated by spaces or commas
+    batched: bool = False  # batched inference: faster on long files, segments come a window at a time
+    batch_size: int = 8
 
     def check(self) -> None:
+        if self.task not in TASKS:
+            raise InputError(f"Task must be one of {', '.join(TASKS)}, got {self.task!r}.")
         if not 1 <= self.beam_size <= 10:
             raise InputError(f"Beam size must be between 1 and 10, got {self.beam_size}.")
+        if not 1 <= self.batch_size <= 64:
+            raise InputError(f"Batch size must be between 1 and 64, got {self.batch_size}.")
+        if len(self.initial_prompt) > 2000 or len(self.hotwords) > 2000:
+            raise InputError("The initial prompt and hotwords must each be under 2,000 characters.")
 
 
 @dataclass(frozen=True)
 class TranscriptInfo:
     language: str
     language_probability: float
-    duration: float  # seconds of audio
+    duration: float  # seconds of audio (from the file's header until it is all decoded)
+    model: str = ""  # display name of the model that made the transcript
+    multilingual: bool = True  # False for English-only models (.en): no language choice, no translate
 
 
 @dataclass
 class Transcript:
     info: TranscriptInfo
     segments: list[Segment] = field(default_factory=list)
+    options: TranscribeOptions | None = None
 
     @property
     def text(self) -> str:
         return " ".join(s.text.strip() for s in self.segments).strip()
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
 
 
 @runtime_checkable
@@ -216,3 +326,6 @@ class SpeechEngine(Engine, Protocol):
 
         Raises InputError at once for a file that holds no readable audio.
         """
+
+    def transcribe_samples(self, samples, options: TranscribeOptions) -> list[Segment]:
+        """Transcribe a short float32 16 kHz mono array at once (live captions); times from its start."""

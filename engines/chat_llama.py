@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engines.base import (
@@ -21,6 +21,42 @@ from engines.base import (
 )
 
 GGUF_MAGIC = b"GGUF"
+FALLBACK_CHAT_FORMAT = "chatml"  # the most common format among small instruct models
+PER_MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds around each message
+
+
+def check_gguf(path: Path) -> None:
+    if not path.is_file():
+        raise EngineError(f"Chat model file not found: {path}")
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise EngineError(f"{path.name} is not a GGUF model file.")
+
+
+def fit_context(
+    messages: list[ChatMessage], budget: int, count: Callable[[str], int]
+) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest turns (never the system prompt, never the last message) until the prompt fits.
+
+    Returns the messages to send and how many were dropped. Raises InputError when even the system
+    prompt and the last message alone do not fit.
+    """
+    system = [m for m in messages[:1] if m.role == "system"]
+    turns = messages[len(system) :]
+    sizes = [count(m.content) + PER_MESSAGE_OVERHEAD for m in turns]
+    fixed = sum(count(m.content) + PER_MESSAGE_OVERHEAD for m in system)
+    if fixed + sizes[-1] > budget:
+        raise InputError(
+            f"Your message is about {sizes[-1]:,} tokens, more than this model's context leaves room for "
+            f"({budget - fixed:,} tokens). Shorten it, or raise the context length in the settings."
+        )
+    start = 0
+    while fixed + sum(sizes[start:]) > budget:
+        start += 1
+    # Start on a user turn so the model never sees a reply without its question.
+    while turns[start].role != "user":
+        start += 1
+    return system + turns[start:], start
 
 
 class LlamaChatEngine:
@@ -40,6 +76,7 @@ class LlamaChatEngine:
         self.display_name = display_name or self.model_path.name
         self.n_ctx = n_ctx
         self.threads = threads
+        self.template_note = ""  # says so when the model has no chat template of its own
         self._llm = None
         self._lock = threading.Lock()  # one generation at a time: a llama context is not re-entrant
 
@@ -55,31 +92,51 @@ class LlamaChatEngine:
             self._llm = self._open()
 
     def _open(self):
-        path = self.model_path
-        if not path.is_file():
-            raise EngineError(f"Chat model file not found: {path}")
-        with path.open("rb") as f:
-            if f.read(4) != GGUF_MAGIC:
-                raise EngineError(f"{path.name} is not a GGUF model file.")
+        check_gguf(self.model_path)
         from llama_cpp import Llama  # imported here so the fake engines run without the native library
 
         try:
-            return Llama(
-                model_path=str(path),
+            llm = Llama(
+                model_path=str(self.model_path),
                 n_ctx=self.n_ctx,
                 n_gpu_layers=-1 if self.device == "cuda" else 0,
                 n_threads=self.threads or None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as e:
-            raise EngineError(f"Could not load {path.name}: {e}") from e
+            raise EngineError(f"Could not load {self.model_path.name}: {e}") from e
+        if llm.metadata.get("tokenizer.chat_template"):
+            self.template_note = ""
+        else:
+            # Without one, llama-cpp-python silently picks llama-2's format; choose, and say so.
+            llm.chat_format = FALLBACK_CHAT_FORMAT
+            self.template_note = f"{self.model_path.name} has no chat template; using the {FALLBACK_CHAT_FORMAT} format."
+        return llm
 
     def unload(self) -> None:
         with self._lock:
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = None
-                gc.collect()
+            self._unload_locked()
+
+    def _unload_locked(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+            gc.collect()
+
+    def switch(self, model_path: str | Path, display_name: str | None = None, n_ctx: int | None = None) -> None:
+        """Use another model or context length from the next request on; the old model is freed first."""
+        path = Path(model_path)
+        check_gguf(path)
+        with self._lock:
+            self._unload_locked()
+            self.model_path = path
+            self.display_name = display_name or path.name
+            self.n_ctx = n_ctx or self.n_ctx
+            self.template_note = ""
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
 
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         check_messages(messages)
@@ -92,8 +149,14 @@ class LlamaChatEngine:
         llm = self._llm
         if llm is None:  # unloaded between load() and taking the lock
             raise EngineError("The chat model was unloaded; send the message again.")
+
+        def count(text: str) -> int:
+            return len(llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+
+        budget = self.n_ctx - min(params.max_tokens, self.n_ctx // 2)
+        messages, dropped = fit_context(messages, budget, count)
         started = time.perf_counter()
-        stats = ChatStats()
+        stats = ChatStats(dropped_messages=dropped, finish_reason="cancelled")
         pieces: list[str] = []
         chunks = None
         try:
@@ -103,7 +166,7 @@ class LlamaChatEngine:
                 top_p=params.top_p,
                 top_k=params.top_k,
                 repeat_penalty=params.repeat_penalty,
-                max_tokens=params.max_tokens,
+                max_tokens=min(params.max_tokens, self.n_ctx),
                 seed=params.seed if params.seed >= 0 else None,
                 stream=True,
             )
@@ -120,14 +183,12 @@ class LlamaChatEngine:
         except ValueError as e:
             # llama-cpp-python says "Requested tokens (N) exceed context window of M".
             if "exceed context window" in str(e):
-                raise InputError(
-                    f"The conversation is too long for this model's context ({self.n_ctx} tokens)."
-                ) from e
+                raise InputError(f"The conversation is too long for this model's context ({self.n_ctx} tokens).") from e
             raise EngineError(f"Generation failed: {e}") from e
         finally:
             if chunks is not None:
                 chunks.close()  # a Stop closes us mid-stream: stop llama.cpp now, not at garbage collection
         stats.seconds = time.perf_counter() - started
-        reply = "".join(pieces)
-        stats.completion_tokens = len(llm.tokenize(reply.encode(), add_bos=False, special=True)) if reply else 0
+        stats.completion_tokens = count("".join(pieces))
+        stats.prompt_tokens = max(llm.n_tokens - stats.completion_tokens, 0)
         yield ChatDelta("", stats)

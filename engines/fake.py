@@ -63,6 +63,12 @@ class FakeChatEngine(_FakeBase):
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
         self.delay = delay
+        self.n_ctx = 4096
+
+    def switch(self, model_path: str | Path, display_name: str | None = None, n_ctx: int | None = None) -> None:
+        self.loaded = False
+        self.model = display_name or Path(model_path).name
+        self.n_ctx = n_ctx or self.n_ctx
 
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         check_messages(messages)

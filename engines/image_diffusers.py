@@ -1,51 +1,91 @@
-"""Text-to-image with diffusers: a Hugging Face repo id, a local diffusers folder or one .safetensors file.
+"""Text-to-image and image-to-image with diffusers, with an optional refiner and step previews.
 
-torch and diffusers are imported when a model loads, so the fake engines run without them.
+A model is a Hugging Face repo id (downloaded into the standard cache), a diffusers folder or one
+.safetensors checkpoint. Pipelines stay resident (the base and its refiner) in fp16 on CUDA, float32
+on the CPU. torch and diffusers are imported when a model loads, so the fake engines run without them.
 """
 
 from __future__ import annotations
 
 import gc
-import re
+import logging
 import secrets
 import threading
 import time
-from dataclasses import replace
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from engines import image_models
 from engines.base import (
+    SAMPLERS as SAMPLER_NAMES,
+    Cancelled,
     EngineError,
     EngineStatus,
     ImageParams,
     ImageResult,
     InputError,
+    PreviewCallback,
     ProgressCallback,
     StepCallback,
+    check_batch,
 )
+from engines.image_models import MAX_SIDE, is_xl
 from engines.tiny_pipeline import ensure_tiny_pipeline, is_demo_pipeline
+
+log = logging.getLogger(__name__)
 
 TINY_DEMO_NAME = "Melange tiny demo pipeline (random weights)"
 
-# Sampler name as people know it from the SD web UIs -> diffusers scheduler class and the options
-# that make it that sampler. Options are explicit so a model's own config (say Karras sigmas on)
-# never changes what a name means.
+# Sampler name -> diffusers scheduler class and the options that make it that sampler. Options are
+# explicit so a model's own config (say Karras sigmas on) never changes what a name means.
 SAMPLERS: dict[str, tuple[str, dict]] = {
     "Euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
     "DDIM": ("DDIMScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {"use_karras_sigmas": False}),
 }
+assert tuple(SAMPLERS) == SAMPLER_NAMES, "engines.base.SAMPLERS and this mapping must name the same samplers"
 
-# Pickled checkpoints can run arbitrary code when loaded; we only read safetensors.
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Cheap latent -> RGB previews: one linear map per latent space (the factors A1111 and ComfyUI use).
+LATENT_RGB = {
+    "sd": ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
+    "sdxl": ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163), (-0.3730, -0.2499, -0.2088)),
+}
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """GPU speed-ups, all off by default. Each trades start-up time or memory for faster steps."""
+
+    channels_last: bool = False  # UNet and VAE in NHWC memory layout (faster convolutions on CUDA)
+    fuse_qkv: bool = False  # one matmul for attention's query, key and value
+    compile: bool = False  # torch.compile the UNet and VAE decoder; the first run warms up (minutes)
+    tiny_vae_preview: bool = False  # step previews through TAESD (downloaded once) instead of the linear map
+
+
+@dataclass
+class _Model:
+    name: str
+    source: str
+    family: str
+    hash: str
+    demo: bool
+    pipe: object
+    scheduler_config: object
+    derived: dict = field(default_factory=dict)  # "img2img" -> a pipeline sharing this one's modules
+
+
+class _Stop(Exception):
+    pass
 
 
 class DiffusersImageEngine:
     kind = "image"
-    samplers: tuple[str, ...] = tuple(SAMPLERS)
+    samplers: tuple[str, ...] = SAMPLER_NAMES
 
     def __init__(
         self,
@@ -54,34 +94,70 @@ class DiffusersImageEngine:
         *,
         display_name: str | None = None,
         demo: bool = False,
+        models_dir: Path | None = None,
+        speed: SpeedOptions = SpeedOptions(),
+        max_resident: int = 2,
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise InputError(f"Device must be 'cpu' or 'cuda', got {device!r}.")
-        suffix = Path(str(model)).suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            raise InputError(
-                f"{Path(str(model)).name} is a pickled checkpoint, which can run code when loaded. "
-                "Use a .safetensors file or a diffusers folder instead."
-            )
+        image_models.refuse_pickle(model)
         self.model = str(model)
         self.device = device
         # A local model is named by its file or folder, a hub model by its full repo id.
         self.display_name = display_name or (Path(self.model).name if Path(self.model).exists() else self.model)
         self.demo = demo or is_demo_pipeline(Path(self.model))
-        self._pipe = None
-        self._scheduler_config = None  # the model's own, kept so each sampler starts from it
+        self.models_dir = Path(models_dir) if models_dir is not None else None
+        self.speed = speed
+        self.max_resident = max(1, max_resident)
+        self._hashes = image_models.HashCache(self.models_dir / ".melange-hashes.json" if self.models_dir else None)
+        self._active = self.display_name
+        self._resident: OrderedDict[str, _Model] = OrderedDict()  # least recently used first
+        self._taesd = None
         self._lock = threading.Lock()  # one load or generation at a time: a pipeline is not re-entrant
 
+    # ------------------------------------------------------------ models
+
     def status(self) -> EngineStatus:
-        return EngineStatus("image", "diffusers", self.display_name, self._pipe is not None, self.device, self.demo)
+        entry = self._resident.get(self._active)
+        demo = entry.demo if entry else (self.demo if self._active == self.display_name else False)
+        return EngineStatus("image", "diffusers", self._active, entry is not None, self.device, demo)
+
+    def models(self) -> list[str]:
+        names = [self.display_name]
+        default = Path(self.model).resolve() if Path(self.model).exists() else None
+        for name, path in image_models.local_models(self.models_dir).items():
+            if path.resolve() != default and name not in names:
+                names.append(name)
+        names += [repo for repo in image_models.cached_hub_models() if repo not in names]
+        names += [name for name in self._resident if name not in names]
+        return names
+
+    def _source(self, name: str) -> str:
+        if name in ("", self.display_name):
+            return self.model
+        image_models.refuse_pickle(name)
+        local = image_models.local_models(self.models_dir)
+        if name in local:
+            return str(local[name])
+        if Path(name).exists() or image_models.REPO_ID.match(name):
+            return name
+        raise InputError(f"Unknown image model {name!r}: pick one from the list, or give a Hugging Face repo id.")
 
     def load(self, progress: ProgressCallback | None = None) -> None:
         with self._lock:
-            self._load_locked(progress)
+            self._model(self._active, progress)
+
+    def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
+        with self._lock:
+            base = self._model(params.model or self.display_name, progress)
+            self._active = base.name
+            if params.refiner:
+                self._model(params.refiner, progress, keep=base.name)
 
     def unload(self) -> None:
         with self._lock:
-            self._pipe = None
+            self._resident.clear()
+            self._taesd = None
             self._free_memory()
 
     def _free_memory(self) -> None:
@@ -91,109 +167,296 @@ class DiffusersImageEngine:
 
             torch.cuda.empty_cache()
 
-    def _load_locked(self, progress: ProgressCallback | None) -> None:
-        if self._pipe is not None:
-            return
-        if progress:
-            progress(None, f"Loading {self.display_name}…")
-        import torch
-
-        dtype = torch.float16 if self.device == "cuda" else torch.float32
+    def _model(self, name: str, progress: ProgressCallback | None, keep: str | None = None) -> _Model:
+        name = name or self.display_name
+        if name in self._resident:
+            self._resident.move_to_end(name)
+            return self._resident[name]
+        source = self._source(name)
+        # Make room, least recently used first, but never evict the base of this request.
+        evictable = [n for n in self._resident if n != keep]
+        while evictable and len(self._resident) >= self.max_resident:
+            del self._resident[evictable.pop(0)]
+            self._free_memory()
         try:
-            pipe = self._open(dtype)
-            pipe.to(self.device)
+            entry = self._open(name, source, progress)
         except (InputError, EngineError):
+            self._free_memory()
             raise
         except Exception as e:  # diffusers raises OSError, ValueError, safetensors and hub errors alike
             self._free_memory()
-            raise EngineError(f"Could not load image model {self.display_name}: {e}") from e
-        pipe.set_progress_bar_config(disable=True)
-        self._scheduler_config = pipe.scheduler.config
-        self._pipe = pipe
+            raise EngineError(f"Could not load image model {name}: {e}") from e
+        self._resident[name] = entry
+        if self.speed.compile:
+            self._warm_up(entry, progress)
+        return entry
 
-    def _open(self, dtype):
-        from diffusers import DiffusionPipeline
+    def _open(self, name: str, source: str, progress: ProgressCallback | None) -> _Model:
+        import torch
+        from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-        path = Path(self.model)
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        path = Path(source)
+        variant = None
+        if not path.exists():
+            if not image_models.REPO_ID.match(source):
+                raise EngineError(f"Image model not found: {source} is neither a file, a folder nor a Hugging Face repo id.")
+            path, variant = image_models.download(source, progress, prefer_fp16=self.device == "cuda")
+        if progress:
+            progress(None, f"Loading {name}…")
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise EngineError(f"{path} is not a diffusers model folder: it has no model_index.json.")
-            return DiffusionPipeline.from_pretrained(path, dtype=dtype)
-        if path.is_file():
-            if path.suffix.lower() != ".safetensors":
-                raise InputError(f"{path.name}: image models must be a .safetensors file or a diffusers folder.")
-            return self._open_single_file(path, dtype)
-        if REPO_ID.match(self.model):
-            return DiffusionPipeline.from_pretrained(self.model, dtype=dtype)
-        raise EngineError(f"Image model not found: {self.model} is neither a file, a folder nor a Hugging Face repo id.")
+            family = image_models.detect_family(path)
+            pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, variant=variant)
+        elif path.suffix.lower() != ".safetensors":
+            raise InputError(f"{path.name}: image models must be a .safetensors file or a diffusers folder.")
+        else:
+            # Reading the header first turns a truncated or foreign file into a clear error.
+            family = image_models.detect_family(path, image_models.safetensors_keys(path))
+            cls = {"sdxl-refiner": StableDiffusionXLImg2ImgPipeline}.get(
+                family, StableDiffusionXLPipeline if is_xl(family) else StableDiffusionPipeline
+            )
+            pipe = cls.from_single_file(str(path), dtype=dtype)
+        model_hash = self._hashes.short_hash(path, progress)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self._speed_up(pipe)
+        return _Model(name, source, family, model_hash, is_demo_pipeline(path), pipe, pipe.scheduler.config)
 
-    def _open_single_file(self, path: Path, dtype):
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-        from safetensors import safe_open
+    def _speed_up(self, pipe) -> None:
+        import torch
 
-        # Reading the header first turns a truncated or foreign file into a clear error, and its
-        # keys tell SDXL (two text encoders under "conditioner") from SD 1.x/2.x.
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                keys = list(f.keys())
-        except Exception as e:
-            raise EngineError(f"{path.name} is not a readable .safetensors file: {e}") from e
-        is_sdxl = any(k.startswith("conditioner.embedders.1.") for k in keys)
-        cls = StableDiffusionXLPipeline if is_sdxl else StableDiffusionPipeline
-        return cls.from_single_file(str(path), dtype=dtype)
+        if self.speed.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        if self.speed.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
+            pipe.fuse_qkv_projections()
+        if self.speed.compile:
+            pipe.unet = torch.compile(pipe.unet)
+            pipe.vae.decode = torch.compile(pipe.vae.decode)
 
-    def _scheduler(self, sampler: str):
+    def _warm_up(self, entry: _Model, progress: ProgressCallback | None) -> None:
+        """torch.compile works on the first call; do it now, with the progress bar saying so."""
+        if entry.family == "sdxl-refiner":
+            return
+        side = 1024 if is_xl(entry.family) else 512
+        if progress:
+            progress(None, f"Compiling {entry.name} for {side}×{side} (first time only, can take minutes)…")
+        params = ImageParams("warm-up", width=side, height=side, steps=2, seed=0, model=entry.name)
+        self._run([params], entry, None, None, None, None, None)
+
+    # ------------------------------------------------------------ generation
+
+    def _scheduler(self, entry: _Model, sampler: str):
         import diffusers
 
         class_name, options = SAMPLERS[sampler]
-        return getattr(diffusers, class_name).from_config(self._scheduler_config, **options)
+        return getattr(diffusers, class_name).from_config(entry.scheduler_config, **options)
 
-    def generate(self, params: ImageParams, on_step: StepCallback | None = None) -> ImageResult:
-        params.check()
-        if params.sampler not in SAMPLERS:
-            raise InputError(f"Unknown sampler {params.sampler!r}; choose one of {', '.join(self.samplers)}.")
-        if params.seed == -1:
-            params = replace(params, seed=secrets.randbelow(2**32))
+    def _img2img(self, entry: _Model):
+        if "Img2Img" in type(entry.pipe).__name__:
+            return entry.pipe
+        if "img2img" not in entry.derived:
+            from diffusers import AutoPipelineForImage2Image
+
+            entry.derived["img2img"] = AutoPipelineForImage2Image.from_pipe(entry.pipe)
+            entry.derived["img2img"].set_progress_bar_config(disable=True)
+        return entry.derived["img2img"]
+
+    def _preview(self, latents, xl: bool):
+        """A small RGB picture of the first image's latents: a linear map, or TAESD when asked for."""
+        import torch
+        from PIL import Image
+
+        with torch.no_grad():
+            latent = latents[:1]
+            if self._taesd is not None:
+                rgb = self._taesd.decode(latent.to(self._taesd.dtype)).sample[0].permute(1, 2, 0)
+            else:
+                coefs = torch.tensor(LATENT_RGB["sdxl" if xl else "sd"], dtype=torch.float32, device=latent.device)
+                rgb = torch.einsum("chw,cr->hwr", latent[0].float(), coefs)
+            rgb = ((rgb.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8).cpu().numpy()
+        image = Image.fromarray(rgb)
+        return image.resize((image.width * 4, image.height * 4), Image.Resampling.BILINEAR) if self._taesd is None else image
+
+    def _load_taesd(self, xl: bool) -> None:
+        if not self.speed.tiny_vae_preview or self._taesd is not None:
+            return
+        try:
+            import torch
+            from diffusers import AutoencoderTiny
+
+            repo = "madebyollin/taesdxl" if xl else "madebyollin/taesd"
+            dtype = torch.float16 if self.device == "cuda" else torch.float32
+            self._taesd = AutoencoderTiny.from_pretrained(repo, dtype=dtype).to(self.device)
+        except Exception as e:  # previews are a nicety: fall back to the linear map
+            log.warning("tiny VAE previews unavailable, using the linear preview: %s", e)
+
+    def generate(
+        self,
+        params: ImageParams,
+        on_step: StepCallback | None = None,
+        *,
+        on_preview: PreviewCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageResult:
+        return self.generate_batch([params], on_step, on_preview=on_preview, cancel=cancel)[0]
+
+    def generate_batch(
+        self,
+        batch: list[ImageParams],
+        on_step: StepCallback | None = None,
+        *,
+        on_preview: PreviewCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[ImageResult]:
+        if not batch:
+            raise InputError("Nothing to generate: the batch is empty.")
+        check_batch(1, len(batch))
+        first = batch[0]
+        first.check()
+        if any(replace(p, seed=0) != replace(first, seed=0) for p in batch):
+            raise InputError("The images of one batch must share every parameter but the seed.")
+        batch = [replace(p, seed=secrets.randbelow(2**32)) if p.seed == -1 else p for p in batch]
+        init = open_image(first.init_image, first.width, first.height) if first.init_image else None
         import torch
 
         with self._lock:
-            self._load_locked(None)
-            pipe = self._pipe
-            # A fresh scheduler per request: schedulers keep per-run state (timesteps, step index).
-            pipe.scheduler = self._scheduler(params.sampler)
-
-            def step_end(pipeline, step: int, timestep, callback_kwargs: dict) -> dict:
-                if on_step:
-                    on_step(step + 1, getattr(pipeline, "num_timesteps", None) or params.steps)
-                return callback_kwargs
-
+            base = self._model(first.model, None)
+            refiner = self._model(first.refiner, None, keep=base.name) if first.refiner else None
+            self._active = base.name
+            first.check(MAX_SIDE.get(base.family, 2048))
+            if base.family == "sdxl-refiner" and init is None:
+                raise InputError(f"{base.name} is an SDXL refiner: use it as the refiner, or give it a starting image.")
+            self._load_taesd(is_xl(base.family))
             started = time.perf_counter()
             oom = False
             try:
-                image = pipe(
-                    prompt=params.prompt,
-                    negative_prompt=params.negative_prompt or None,
-                    width=params.width,
-                    height=params.height,
-                    num_inference_steps=params.steps,
-                    guidance_scale=params.guidance,
-                    # Seeded on the CPU so a seed gives the same image on every device.
-                    generator=torch.Generator(device="cpu").manual_seed(params.seed),
-                    callback_on_step_end=step_end,
-                ).images[0]
-            except torch.cuda.OutOfMemoryError:
+                images = self._run(batch, base, refiner, init, on_step, on_preview, cancel)
+            except _Stop as stop:
+                raise Cancelled(str(stop)) from None
+            except torch.OutOfMemoryError:
                 oom = True  # freed below, outside this block: its traceback still holds the tensors
             except (ValueError, TypeError, RuntimeError) as e:
                 raise EngineError(f"Image generation failed: {e}") from e
             if oom:
                 self._free_memory()
                 raise EngineError(
-                    f"Out of memory at {params.width}×{params.height}. Try a smaller size or close other GPU programs."
+                    f"Out of memory at {first.width}×{first.height}"
+                    f"{f' with a batch of {len(batch)}' if len(batch) > 1 else ''}. "
+                    "Try a smaller size or batch, or close other GPU programs."
                 )
-            seconds = time.perf_counter() - started
-        return ImageResult(image=image, params=params, model=self.display_name, seconds=seconds)
+            seconds = (time.perf_counter() - started) / len(batch)
+        return [
+            ImageResult(
+                image=image,
+                params=replace(p, model=base.name),
+                model=base.name,
+                seconds=seconds,
+                model_hash=base.hash,
+                refiner_hash=refiner.hash if refiner else "",
+            )
+            for p, image in zip(batch, images)
+        ]
+
+    def _run(self, batch, base: _Model, refiner: _Model | None, init, on_step, on_preview, cancel) -> list:
+        import torch
+
+        p = batch[0]
+        n = len(batch)
+        latent_handoff = refiner is not None and is_xl(base.family) and is_xl(refiner.family)
+        # Steps each phase will run, for an honest progress total (the pipeline tells the exact count).
+        base_steps = int(p.steps * p.strength) if init is not None else p.steps
+        if latent_handoff:
+            later = [p.steps - round(p.steps * p.refiner_start)]
+        elif refiner is not None:
+            later = [int(p.steps * (1 - p.refiner_start))]
+        else:
+            later = []
+        steps = _StepReporter(on_step, on_preview, cancel, later, self._preview)
+
+        def call(entry: _Model, pipe, **kwargs):
+            pipe.scheduler = self._scheduler(entry, p.sampler)  # fresh: schedulers keep per-run state
+            steps.xl = is_xl(entry.family)
+            out = pipe(
+                prompt=[p.prompt] * n,
+                negative_prompt=[p.negative_prompt] * n if p.negative_prompt else None,
+                num_inference_steps=p.steps,
+                guidance_scale=p.guidance,
+                # Seeded on the CPU so a seed gives the same image on every device; one per image
+                # so each image of a batch can be made again alone from its own seed.
+                generator=[torch.Generator(device="cpu").manual_seed(q.seed) for q in batch],
+                callback_on_step_end=steps.callback,
+                **kwargs,
+            ).images
+            steps.next_phase()
+            return out
+
+        if init is not None:
+            first_pipe, first_kwargs = self._img2img(base), {"image": [init] * n, "strength": p.strength}
+        else:
+            first_pipe, first_kwargs = base.pipe, {"width": p.width, "height": p.height}
+        steps.expect(base_steps)
+        if latent_handoff:
+            latents = call(base, first_pipe, denoising_end=p.refiner_start, output_type="latent", **first_kwargs)
+            return call(refiner, self._img2img(refiner), image=latents, denoising_start=p.refiner_start)
+        images = call(base, first_pipe, **first_kwargs)
+        if refiner is None:
+            return images
+        return call(refiner, self._img2img(refiner), image=images, strength=1 - p.refiner_start)
 
 
-def load_tiny_demo(data_dir: Path, device: str = "cpu") -> DiffusersImageEngine:
-    """The engine on the tiny random-weight pipeline, built under ``data_dir`` on first use."""
-    return DiffusersImageEngine(ensure_tiny_pipeline(Path(data_dir)), device, display_name=TINY_DEMO_NAME, demo=True)
+class _StepReporter:
+    """Counts steps across the phases of one run, sends previews, and stops at the next step on Cancel."""
+
+    def __init__(self, on_step, on_preview, cancel, later: list[int], preview) -> None:
+        self.on_step, self.on_preview, self.cancel, self.later, self.preview = on_step, on_preview, cancel, later, preview
+        self.done = 0  # steps finished in earlier phases
+        self.expected = 0
+        self.xl = False
+
+    def expect(self, steps: int) -> None:
+        self.expected = steps
+
+    def next_phase(self) -> None:
+        self.done += self.expected
+        self.expected = self.later.pop(0) if self.later else 0
+
+    def callback(self, pipeline, step: int, timestep, callback_kwargs: dict) -> dict:
+        self.expected = getattr(pipeline, "num_timesteps", None) or self.expected
+        done, total = self.done + step + 1, self.done + self.expected + sum(self.later)
+        if self.on_step:
+            self.on_step(done, total)
+        if self.on_preview and "latents" in callback_kwargs:
+            self.on_preview(self.preview(callback_kwargs["latents"], self.xl))
+        if self.cancel is not None and self.cancel.is_set() and done < total:
+            raise _Stop(f"Cancelled after step {done} of {total}.")
+        return callback_kwargs
+
+
+def open_image(path: str, width: int, height: int):
+    """The img2img starting image as RGB at the requested size; anything PIL cannot read is an InputError."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = Path(path).name
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = im.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise InputError(f"{name} is not an image that can be read (PNG, JPEG, WebP…).") from e
+    except OSError as e:
+        raise InputError(f"{name} could not be read as an image: {e}") from e
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image
+
+
+def load_tiny_demo(data_dir: Path, device: str = "cpu", **options) -> DiffusersImageEngine:
+    """The engine on the tiny random-weight pipeline, built under ``data_dir`` on first use.
+
+    Other models in ``data_dir/models`` (diffusers folders, .safetensors files) are offered beside it.
+    """
+    options.setdefault("models_dir", Path(data_dir) / "models")
+    return DiffusersImageEngine(ensure_tiny_pipeline(Path(data_dir)), device, display_name=TINY_DEMO_NAME, demo=True, **options)

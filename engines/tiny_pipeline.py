@@ -1,9 +1,11 @@
-"""A tiny Stable-Diffusion-1.x-shaped pipeline with random weights, built locally in seconds.
+"""Tiny Stable-Diffusion-shaped pipelines with random weights, built locally in seconds.
 
-It lets the image panel (and its tests) run the real diffusers code path with no download: the
-images are coloured noise, not pictures. Same code, same seed, same bytes on disk.
+They let the image panel (and its tests) run the real diffusers code path with no download: the
+images are coloured noise, not pictures. Same code, same seed, same bytes on disk. Two families:
+"sd" (SD 1.x shape: one CLIP text encoder) and "sdxl" (two text encoders, size and crop conditioning),
+so both refiner paths (img2img second pass and SDXL latent hand-off) can run on CPU.
 
-    python -m engines.tiny_pipeline DIR
+    python -m engines.tiny_pipeline DIR [sd|sdxl]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 TINY_PIPELINE_DIRNAME = "melange-tiny-sd"
+TINY_DIRNAMES = {"sd": TINY_PIPELINE_DIRNAME, "sdxl": "melange-tiny-sdxl"}
 MARKER_FILE = "melange_demo.json"
 SEED = 0
 
@@ -49,10 +52,61 @@ def _write_tokenizer_files(folder: Path) -> int:
     return len(tokens)
 
 
-def _build_into(folder: Path) -> None:
+def _vae(seed: int):
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    # Four blocks, like SD, so latents are 1/8 of the image side: a 512 px image stays cheap.
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
+
+
+def _text_config(tokenizer, vocab_size: int, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    # The SD 1.x / SDXL noise schedule.
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def _build_sd(folder: Path):
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     vocab_size = _write_tokenizer_files(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", model_max_length=77)
@@ -71,59 +125,75 @@ def _build_into(folder: Path) -> None:
         attention_head_dim=8,
         norm_num_groups=32,
     )
-    torch.manual_seed(SEED + 1)
-    # Four blocks, like SD 1.x, so latents are 1/8 of the image side: a 512 px image stays cheap.
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
-        sample_size=256,
-        scaling_factor=0.18215,
-    )
+    vae = _vae(SEED + 1)
     torch.manual_seed(SEED + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    # The SD 1.x noise schedule.
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
+    text_encoder = CLIPTextModel(_text_config(tokenizer, vocab_size))
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def _build_sdxl(folder: Path):
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab_size = _write_tokenizer_files(folder / "tokenizer")
+    _write_tokenizer_files(folder / "tokenizer_2")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", model_max_length=77)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(folder / "tokenizer_2", model_max_length=77)
+
+    torch.manual_seed(SEED + 10)
+    # SDXL's conditioning: both encoders' hidden states side by side (32 + 32), plus the pooled
+    # projection (32) and six size/crop numbers embedded in 8 channels each: 6 * 8 + 32 = 80.
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,
+    )
+    vae = _vae(SEED + 11)
+    torch.manual_seed(SEED + 12)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, vocab_size))
+    torch.manual_seed(SEED + 13)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, vocab_size, projection_dim=32))
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=_scheduler(),
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def _build_into(folder: Path, family: str = "sd") -> None:
+    pipe = _build_sdxl(folder) if family == "sdxl" else _build_sd(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
-    marker = {"demo": True, "name": "Melange tiny demo pipeline", "weights": "random", "seed": SEED}
+    marker = {"demo": True, "name": "Melange tiny demo pipeline", "family": family, "weights": "random", "seed": SEED}
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-def build_tiny_pipeline(out_dir: Path) -> Path:
+def build_tiny_pipeline(out_dir: Path, family: str = "sd") -> Path:
     """Build the tiny pipeline into ``out_dir``, which must not exist yet; returns ``out_dir``.
 
     Built in a sibling temp folder and renamed into place, so a crash never leaves half a pipeline.
@@ -134,20 +204,22 @@ def build_tiny_pipeline(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        _build_into(tmp / "p")
+        _build_into(tmp / "p", family)
         (tmp / "p").rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
-def ensure_tiny_pipeline(data_dir: Path) -> Path:
-    """``data_dir/models/melange-tiny-sd``, built on first use."""
-    out_dir = Path(data_dir) / "models" / TINY_PIPELINE_DIRNAME
+def ensure_tiny_pipeline(data_dir: Path, family: str = "sd") -> Path:
+    """``data_dir/models/melange-tiny-sd`` (or ``-sdxl``), built on first use."""
+    if family not in TINY_DIRNAMES:
+        raise ValueError(f"family must be one of {sorted(TINY_DIRNAMES)}, got {family!r}")
+    out_dir = Path(data_dir) / "models" / TINY_DIRNAMES[family]
     if is_demo_pipeline(out_dir):
         return out_dir
     try:
-        return build_tiny_pipeline(out_dir)
+        return build_tiny_pipeline(out_dir, family)
     except OSError:
         # Another process may have renamed its build into place first; theirs is as good as ours.
         if is_demo_pipeline(out_dir):
@@ -156,6 +228,6 @@ def ensure_tiny_pipeline(data_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m engines.tiny_pipeline DIR")
-    print(build_tiny_pipeline(Path(sys.argv[1])))
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["sd"], ["sdxl"]):
+        sys.exit("usage: python -m engines.tiny_pipeline DIR [sd|sdxl]")
+    print(build_tiny_pipeline(Path(sys.argv[1]), *sys.argv[2:]))

@@ -6,7 +6,7 @@ import pytest
 
 from engines import embedded
 from engines.base import ChatMessage, ChatParams, EngineError, InputError
-from engines.chat_llama import LlamaChatEngine
+from engines.chat_llama import LlamaChatEngine, fit_context
 
 GREEDY = ChatParams(temperature=0.0, max_tokens=24, seed=7)
 
@@ -88,7 +88,7 @@ def test_out_of_range_parameters_are_input_errors(engine):
 def test_a_message_longer_than_the_context_is_an_input_error(tmp_path):
     small = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=256, threads=2)
     try:
-        with pytest.raises(InputError, match="too long"):
+        with pytest.raises(InputError, match="more than this model's context leaves room for"):
             list(small.stream([ChatMessage("user", "word " * 2000)], GREEDY))
     finally:
         small.unload()
@@ -111,3 +111,54 @@ def test_status_follows_load_and_unload():
     assert engine.status().loaded is True
     engine.unload()
     assert engine.status().loaded is False
+
+
+def test_a_long_history_drops_the_oldest_turns_and_keeps_the_system_prompt():
+    small = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=512, threads=2)
+    history = [ChatMessage("system", "You are terse.")]
+    for i in range(12):
+        history += [ChatMessage("user", f"Tell me fact number {i} " + "about rivers " * 10), ChatMessage("assistant", "Rivers flow. " * 10)]
+    history.append(ChatMessage("user", "What is the capital of France?"))
+    try:
+        deltas = list(small.stream(history, ChatParams(temperature=0.0, max_tokens=24)))
+    finally:
+        small.unload()
+    stats = deltas[-1].stats
+    assert stats.dropped_messages > 0 and stats.dropped_messages % 2 == 0
+    assert "".join(d.text for d in deltas).strip()
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_fit_context_keeps_system_and_last_message_and_starts_on_a_user_turn():
+    msgs = [ChatMessage("system", "s " * 10)]
+    for i in range(5):
+        msgs += [ChatMessage("user", "u " * 20), ChatMessage("assistant", "a " * 20)]
+    msgs.append(ChatMessage("user", "last " * 5))
+    kept, dropped = fit_context(msgs, budget=100, count=words)
+    assert kept[0].role == "system" and kept[-1] == msgs[-1]
+    assert kept[1].role == "user"
+    assert dropped == len(msgs) - len(kept)
+    assert sum(words(m.content) + 8 for m in kept) <= 100
+    everything, none = fit_context(msgs, budget=10_000, count=words)
+    assert everything == msgs and none == 0
+    with pytest.raises(InputError):
+        fit_context(msgs, budget=20, count=words)
+
+
+def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
+    engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", threads=2)
+    engine.load()
+    engine.switch(embedded.smollm2_gguf(), "SmolLM2 again", n_ctx=1024)
+    assert engine.status().loaded is False and engine.n_ctx == 1024
+    assert engine.status().model == "SmolLM2 again"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"nope")
+    with pytest.raises(EngineError, match="not a GGUF"):
+        engine.switch(bad)
+    assert engine.status().model == "SmolLM2 again"
+    reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
+    assert "Paris" in reply
+    engine.unload()

@@ -1,45 +1,31 @@
-"""Chat panel: type a message, the model's reply streams in; Stop keeps what was written."""
+"""Chat panel: streaming replies with Stop, sampling controls and presets, a model picker and
+downloader, conversations kept in SQLite with a sidebar, export, regenerate and edit-and-resend.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import gradio as gr
 
+from conversations import ConversationStore, StoredMessage, to_json, to_markdown
+from engines import chat_models
 from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats
-from ui.presets import ChatPreset
 from ui.common import ensure_loaded, model_line, user_errors
+from ui.presets import ChatPreset, PresetError, save_preset
 
 MAX_MESSAGE_CHARS = 100_000  # far past any local model's context; stops a runaway paste early
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # keeps \t, \n and \r
+SAVE_EVERY_SECONDS = 0.5  # how often a streaming reply is written to the database
 
 
-def to_chatbot(messages: list[ChatMessage]) -> list[dict]:
-    return [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
-
-
-def stats_line(stats: ChatStats) -> str:
-    line = f"{stats.completion_tokens} tokens · {stats.tokens_per_second:.1f} tok/s"
-    if stats.first_token_seconds is not None:
-        line += f" · first token after {stats.first_token_seconds * 1000:.0f} ms"
-    if stats.finish_reason == "length":
-        line += " · stopped at the max new tokens limit"
-    return line
-
-
-def respond(
-    engine: ChatEngine,
-    conversation: list[ChatMessage],
-    message: str,
-    system_prompt: str,
-    temperature: float,
-    max_tokens: int,
-    progress: gr.Progress = gr.Progress(),
-):
-    """Generator handler: yields (chatbot, conversation, textbox, stats) as the reply grows.
-
-    The user's message enters the conversation before generation starts, so a failure loses nothing.
-    """
-    message = (message or "").strip()
+def clean_message(text: str | None) -> str:
+    message = CONTROL_CHARS.sub("", text or "").strip()
     if not message:
         raise gr.Error("The message is empty: type something to send.", title="Check your input")
     if len(message) > MAX_MESSAGE_CHARS:
@@ -47,61 +33,333 @@ def respond(
             f"The message is {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}.",
             title="Check your input",
         )
-    params = ChatParams(temperature=float(temperature), max_tokens=int(max_tokens))
-    with user_errors():
-        params.check()
-    conversation.append(ChatMessage("user", message))
-    yield to_chatbot(conversation), conversation, "", ""
-    ensure_loaded(engine, progress)
-
-    prompt = [ChatMessage("system", system_prompt.strip())] if system_prompt.strip() else []
-    prompt += conversation
-    reply = ChatMessage("assistant", "")
-    conversation.append(reply)
-    stats_text = ""
-    with user_errors():
-        for delta in engine.stream(prompt, params):
-            if delta.text:
-                # Replace rather than mutate: ChatMessage is frozen, and the list keeps the partial
-                # reply if the user presses Stop between two tokens.
-                reply = replace(reply, content=reply.content + delta.text)
-                conversation[-1] = reply
-            if delta.stats is not None:
-                stats_text = stats_line(delta.stats)
-            yield to_chatbot(conversation), conversation, "", stats_text
+    return message
 
 
-def build(engine: ChatEngine, presets: list[ChatPreset]) -> None:
-    """Lay out the chat panel inside the current Blocks context."""
-    preset = presets[0]
-    conversation = gr.State([])
-    model_info = gr.Markdown(model_line(engine))
-    chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot")
-    stats = gr.Markdown(elem_id="chat-stats")
-    with gr.Row():
-        message = gr.Textbox(
-            placeholder="Type a message and press Enter",
-            show_label=False,
-            scale=6,
-            elem_id="chat-input",
-            max_lines=8,
+def stats_line(stats: dict | ChatStats) -> str:
+    s = stats if isinstance(stats, ChatStats) else ChatStats(**stats)
+    if s.finish_reason == "cancelled" and not s.completion_tokens:
+        return "stopped"
+    line = f"{s.completion_tokens} tokens · {s.tokens_per_second:.1f} tok/s"
+    if s.first_token_seconds is not None:
+        line += f" · first token after {s.first_token_seconds * 1000:.0f} ms"
+    if s.finish_reason == "length":
+        line += " · stopped at the max new tokens limit"
+    elif s.finish_reason == "cancelled":
+        line += " · stopped"
+    if s.dropped_messages:
+        line += f" · the {s.dropped_messages} oldest messages did not fit the context and were left out"
+    return line
+
+
+def to_chatbot(messages: list[StoredMessage]) -> list[dict]:
+    shown = []
+    for m in messages:
+        content = m.content
+        if m.role == "assistant" and m.stats:
+            content += f"\n\n<sub>{stats_line(m.stats)}</sub>"
+        shown.append({"role": m.role, "content": content})
+    return shown
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The settings controls, in the order the handlers receive them."""
+
+    system_prompt: str
+    temperature: float
+    top_p: float
+    top_k: float
+    repeat_penalty: float
+    max_tokens: float
+    seed: float | None
+
+    def params(self) -> ChatParams:
+        if self.seed is None or float(self.seed) != int(self.seed):
+            raise gr.Error("The seed must be a whole number (-1 for a random one).", title="Check your input")
+        params = ChatParams(
+            temperature=float(self.temperature),
+            top_p=float(self.top_p),
+            top_k=int(self.top_k),
+            repeat_penalty=float(self.repeat_penalty),
+            max_tokens=int(self.max_tokens),
+            seed=int(self.seed),
         )
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-    with gr.Accordion("Settings", open=False):
-        system_prompt = gr.Textbox(preset.system_prompt, label="System prompt", lines=2)
-        with gr.Row():
-            temperature = gr.Slider(0.0, 2.0, value=preset.temperature, step=0.05, label="Temperature")
-            max_tokens = gr.Slider(16, 4096, value=preset.max_tokens, step=16, label="Max new tokens")
-        clear = gr.Button("New conversation")
+        with user_errors():
+            params.check()
+        return params
 
-    def handler(conv, msg, system, temp, max_tok, progress=gr.Progress()):
-        yield from respond(engine, conv, msg, system, temp, max_tok, progress)
 
-    inputs = [conversation, message, system_prompt, temperature, max_tokens]
-    outputs = [chatbot, conversation, message, stats]
-    events = [trigger(handler, inputs, outputs, concurrency_id="chat") for trigger in (message.submit, send.click)]
+class ChatPanel:
+    """The handlers, bound to one engine and one store. Plain methods: tests call them directly."""
+
+    def __init__(self, engine: ChatEngine, store: ConversationStore, models_dir: Path, presets: list[ChatPreset], user_presets_dir: Path) -> None:
+        self.engine = engine
+        self.store = store
+        self.models_dir = models_dir
+        self.presets = {p.name: p for p in presets}
+        self.user_presets_dir = user_presets_dir
+
+    # ---------------------------------------------------------------- conversations
+
+    def history_choices(self) -> list[tuple[str, int]]:
+        return [(c.title, c.id) for c in self.store.list()]
+
+    def history_update(self, selected: int | None) -> dict:
+        return gr.update(choices=self.history_choices(), value=selected)
+
+    def open_conversation(self, conversation_id: int | None):
+        if conversation_id is None:
+            return [], None, "", ""
+        messages = self.store.messages(conversation_id)
+        last = next((m for m in reversed(messages) if m.role == "assistant" and m.stats), None)
+        title = self.store.get(conversation_id).title
+        return to_chatbot(messages), conversation_id, title, stats_line(last.stats) if last else ""
+
+    def rename(self, conversation_id: int | None, title: str):
+        if conversation_id is None:
+            raise gr.Error("Open a conversation to rename it.", title="Nothing to rename")
+        if not title.strip():
+            raise gr.Error("The new name is empty.", title="Check your input")
+        self.store.rename(conversation_id, title)
+        return self.history_update(conversation_id)
+
+    def delete(self, conversation_id: int | None):
+        if conversation_id is not None:
+            self.store.delete(conversation_id)
+        return self.history_update(None), [], None, "", ""
+
+    def export(self, conversation_id: int | None) -> list[str]:
+        if conversation_id is None:
+            raise gr.Error("Open a conversation to export it.", title="Nothing to export")
+        conversation = self.store.get(conversation_id)
+        messages = self.store.messages(conversation_id)
+        folder = Path(tempfile.mkdtemp(prefix="melange-export-"))
+        stem = re.sub(r"[^\w-]+", "-", conversation.title).strip("-")[:40] or "conversation"
+        md, js = folder / f"{stem}.md", folder / f"{stem}.json"
+        md.write_text(to_markdown(conversation, messages), encoding="utf-8")
+        js.write_text(json.dumps(to_json(conversation, messages), indent=2, ensure_ascii=False), encoding="utf-8")
+        return [str(md), str(js)]
+
+    # ---------------------------------------------------------------- generation
+
+    def send(self, conversation_id: int | None, message: str, *controls, progress=gr.Progress()):
+        """Store the user's message first, then stream the reply into the page and the database."""
+        message = clean_message(message)
+        sampling = Sampling(*controls)
+        params = sampling.params()
+        if conversation_id is None:
+            conversation_id = self.store.create(message).id
+        self.store.add_message(conversation_id, "user", message)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=True)
+
+    def regenerate(self, conversation_id: int | None, *controls, progress=gr.Progress()):
+        """Replace the last reply with a new one."""
+        if conversation_id is None:
+            raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
+        sampling = Sampling(*controls)
+        params = sampling.params()
+        messages = self.store.messages(conversation_id)
+        if not messages or messages[-1].role != "assistant":
+            if not messages or messages[-1].role != "user":
+                raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
+        else:
+            self.store.delete_messages_from(conversation_id, messages[-1].id)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False)
+
+    def edit(self, conversation_id: int | None, index: int, new_text: str, *controls, progress=gr.Progress()):
+        """Replace a user message (shown at ``index``), drop what followed it, and answer again."""
+        message = clean_message(new_text)
+        sampling = Sampling(*controls)
+        params = sampling.params()
+        messages = self.store.messages(conversation_id) if conversation_id is not None else []
+        if not 0 <= index < len(messages) or messages[index].role != "user":
+            raise gr.Error("Only your own messages can be edited.", title="Cannot edit that")
+        self.store.delete_messages_from(conversation_id, messages[index].id)
+        self.store.add_message(conversation_id, "user", message)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False)
+
+    def _reply(self, conversation_id: int, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool):
+        textbox = "" if clear_textbox else gr.skip()
+        history = self.store.messages(conversation_id)
+        settings = {"model": self.engine.status().model, "system_prompt": sampling.system_prompt, **asdict(params)}
+        self.store.update_settings(conversation_id, settings)
+        yield to_chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id)
+        ensure_loaded(self.engine, progress)
+
+        prompt = [ChatMessage("system", sampling.system_prompt.strip())] if sampling.system_prompt.strip() else []
+        prompt += [ChatMessage(m.role, m.content) for m in history]
+        reply_id = self.store.add_message(conversation_id, "assistant", "")
+        reply = StoredMessage(reply_id, "assistant", "")
+        last_save = time.monotonic()
+        finished = False
+        try:
+            with user_errors():
+                for delta in self.engine.stream(prompt, params):
+                    stats = asdict(delta.stats) if delta.stats else None
+                    reply = StoredMessage(reply_id, "assistant", reply.content + delta.text, stats)
+                    if stats or time.monotonic() - last_save > SAVE_EVERY_SECONDS:
+                        self.store.update_message(reply_id, reply.content, reply.stats)
+                        last_save = time.monotonic()
+                    yield (
+                        to_chatbot([*history, reply]),
+                        gr.skip(),
+                        gr.skip(),
+                        stats_line(stats) if stats else gr.skip(),
+                        gr.skip(),
+                    )
+            self.store.update_message(reply_id, reply.content, reply.stats)
+            finished = True
+        finally:
+            if not finished:
+                # Stopped, the tab closed, or the engine failed: keep the partial reply.
+                if reply.content:
+                    self.store.update_message(reply_id, reply.content, {"finish_reason": "cancelled"})
+                else:
+                    self.store.delete_messages_from(conversation_id, reply_id)
+
+    # ---------------------------------------------------------------- presets and models
+
+    def apply_preset(self, name: str):
+        preset = self.presets.get(name)
+        if preset is None:
+            raise gr.Error(f"No preset named {name!r}.", title="Unknown preset")
+        return preset.system_prompt, preset.temperature, preset.top_p, preset.top_k, preset.repeat_penalty, preset.max_tokens
+
+    def save_preset(self, name: str, system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens):
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("Give the preset a name.", title="Check your input")
+        if name in self.presets:
+            raise gr.Error(f"A preset named {name!r} exists already; choose another name.", title="Check your input")
+        try:
+            preset = ChatPreset(
+                name=name,
+                system_prompt=system_prompt,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=int(top_k),
+                repeat_penalty=repeat_penalty,
+                max_tokens=int(max_tokens),
+            )
+            save_preset(self.user_presets_dir / "chat", preset)
+        except (PresetError, ValueError) as e:
+            raise gr.Error(str(e), title="Could not save the preset") from e
+        self.presets[name] = preset
+        gr.Info(f"Saved preset {name!r}.")
+        return gr.update(choices=list(self.presets), value=name)
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        return [(m.name, str(m.path)) for m in chat_models.find_models(self.models_dir)]
+
+    def switch_model(self, path: str, n_ctx: float):
+        if not path:
+            raise gr.Error("Choose a model first.", title="Check your input")
+        name = next((n for n, p in self.model_choices() if p == path), Path(path).name)
+        with user_errors():
+            self.engine.switch(path, name, int(n_ctx))
+        gr.Info(f"Switched to {name}; it loads with your next message.")
+        return model_line(self.engine)
+
+    def download(self, repo_id: str, filename: str, progress=gr.Progress(track_tqdm=True)):
+        progress(0.0, desc=f"Downloading {filename} from {repo_id}…")
+        with user_errors():
+            path = chat_models.download(repo_id, filename)
+        gr.Info(f"Downloaded {path.name}.")
+        choices = self.model_choices()
+        if str(path) not in [p for _, p in choices]:
+            choices.append((f"{repo_id}/{filename}", str(path)))
+        return gr.update(choices=choices, value=str(path))
+
+
+def build(
+    blocks: gr.Blocks,
+    engine: ChatEngine,
+    presets: list[ChatPreset],
+    store: ConversationStore,
+    models_dir: Path,
+    user_presets_dir: Path,
+) -> None:
+    """Lay out the chat panel inside ``blocks``; the sidebar and model list refresh on every page load."""
+    panel = ChatPanel(engine, store, models_dir, presets, user_presets_dir)
+    preset = presets[0]
+    conversation_id = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=220):
+            new_chat = gr.Button("New conversation", elem_id="chat-new")
+            history = gr.Radio([], label="Conversations", elem_id="chat-history", type="value")
+            title = gr.Textbox(label="Name", elem_id="chat-title", max_lines=1)
+            with gr.Row():
+                rename = gr.Button("Rename", size="sm", elem_id="chat-rename")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="chat-delete")
+            export = gr.Button("Export Markdown + JSON", size="sm", elem_id="chat-export")
+            exported = gr.File(label="Export", file_count="multiple", interactive=False, elem_id="chat-exported")
+        with gr.Column(scale=4):
+            model_info = gr.Markdown(lambda: model_line(engine), elem_id="chat-model")
+            chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot", editable="user")
+            stats = gr.Markdown(elem_id="chat-stats")
+            with gr.Row():
+                message = gr.Textbox(
+                    placeholder="Type a message and press Enter (Shift+Enter for a new line)",
+                    show_label=False,
+                    scale=6,
+                    elem_id="chat-input",
+                    max_lines=8,
+                )
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+            with gr.Accordion("Settings", open=False):
+                with gr.Row():
+                    preset_choice = gr.Dropdown(list(panel.presets), value=preset.name, label="Preset", elem_id="chat-preset")
+                    preset_name = gr.Textbox(label="Save current settings as", placeholder="Preset name")
+                    save = gr.Button("Save as new preset", size="sm")
+                system_prompt = gr.Textbox(preset.system_prompt, label="System prompt", lines=2)
+                with gr.Row():
+                    temperature = gr.Slider(0.0, 2.0, value=preset.temperature, step=0.05, label="Temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=preset.top_p, step=0.05, label="Top-p")
+                    top_k = gr.Slider(0, 200, value=preset.top_k, step=1, label="Top-k (0: off)")
+                with gr.Row():
+                    repeat_penalty = gr.Slider(0.5, 2.0, value=preset.repeat_penalty, step=0.05, label="Repeat penalty")
+                    max_tokens = gr.Slider(16, 4096, value=preset.max_tokens, step=16, label="Max new tokens")
+                    seed = gr.Number(-1, precision=None, label="Seed (-1: random)")
+            with gr.Accordion("Model", open=False):
+                with gr.Row():
+                    model_choice = gr.Dropdown(panel.model_choices(), label="Model", scale=3, elem_id="chat-model-choice")
+                    n_ctx = gr.Slider(512, 32768, value=engine.n_ctx, step=512, label="Context length (tokens)", scale=2)
+                    use_model = gr.Button("Use this model", scale=1)
+                with gr.Row():
+                    repo_id = gr.Textbox(label="Hugging Face repo", placeholder="bartowski/Qwen2.5-0.5B-Instruct-GGUF", scale=3)
+                    filename = gr.Textbox(label="File", placeholder="Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", scale=3)
+                    download = gr.Button("Download", scale=1)
+
+    controls = [system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed]
+    outputs = [chatbot, conversation_id, message, stats, history]
+    refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info}
+
+    events = [
+        message.submit(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_name="chat"),
+        send.click(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_visibility="private"),
+        chatbot.retry(panel.regenerate, [conversation_id, *controls], outputs, concurrency_id="chat"),
+    ]
+
+    def on_edit(conv_id, *controls, data: gr.EditData, progress=gr.Progress()):
+        yield from panel.edit(conv_id, data.index, data.value, *controls, progress=progress)
+
+    events.append(chatbot.edit(on_edit, [conversation_id, *controls], outputs, concurrency_id="chat"))
     for event in events:
-        event.then(lambda: model_line(engine), None, model_info)
+        event.then(**refresh_model)
     stop.click(None, None, None, cancels=events)
-    clear.click(lambda: ([], [], ""), None, [chatbot, conversation, stats], cancels=events)
+
+    opened = [chatbot, conversation_id, title, stats]
+    new_chat.click(lambda: ([], None, "", "", gr.update(value=None)), None, [*opened, history], cancels=events)
+    history.input(panel.open_conversation, history, opened, cancels=events)
+    rename.click(panel.rename, [conversation_id, title], history)
+    delete.click(panel.delete, conversation_id, [history, *opened], cancels=events)
+    export.click(panel.export, conversation_id, exported)
+    chatbot.clear(lambda: (None, "", "", gr.update(value=None)), None, [conversation_id, title, stats, history], cancels=events)
+
+    blocks.load(lambda: (panel.history_update(None), gr.update(choices=panel.model_choices())), None, [history, model_choice])
+    preset_choice.input(panel.apply_preset, preset_choice, controls[:6])
+    save.click(panel.save_preset, [preset_name, *controls[:6]], preset_choice)
+    use_model.click(panel.switch_model, [model_choice, n_ctx], model_info, concurrency_id="chat")
+    download.click(panel.download, [repo_id, filename], model_choice)

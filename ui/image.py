@@ -66,7 +66,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
     preset = presets[0]
     if engine.status().demo:
         gr.Markdown(DEMO_NOTICE, elem_id="image-demo-notice")
-    model_info = gr.Markdown(model_line(engine))
+    model_info = gr.Markdown(lambda: model_line(engine))
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="image-prompt")

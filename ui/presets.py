@@ -58,8 +58,10 @@ class Presets:
     transcribe: list[TranscribePreset]
 
 
-def _load_folder(folder: Path, model: type[P]) -> list[P]:
+def _load_folder(folder: Path, model: type[P], user_folder: Path | None = None) -> list[P]:
     files = sorted(folder.glob("*.toml"))
+    if user_folder is not None and user_folder.is_dir():
+        files += sorted(user_folder.glob("*.toml"))
     if not files:
         raise PresetError(f"No presets in {folder}: each panel needs at least one .toml preset.")
     presets = []
@@ -74,9 +76,28 @@ def _load_folder(folder: Path, model: type[P]) -> list[P]:
     return presets
 
 
-def load_presets(root: Path = PRESETS_DIR) -> Presets:
+def load_presets(root: Path = PRESETS_DIR, user_root: Path | None = None) -> Presets:
+    """The shipped presets, then the user's own (saved from the UI under the data folder)."""
+
+    def user(panel: str) -> Path | None:
+        return user_root / panel if user_root is not None else None
+
     return Presets(
-        chat=_load_folder(root / "chat", ChatPreset),
-        image=_load_folder(root / "image", ImagePreset),
-        transcribe=_load_folder(root / "transcribe", TranscribePreset),
+        chat=_load_folder(root / "chat", ChatPreset, user("chat")),
+        image=_load_folder(root / "image", ImagePreset, user("image")),
+        transcribe=_load_folder(root / "transcribe", TranscribePreset, user("transcribe")),
     )
+
+
+def save_preset(folder: Path, preset: _Preset) -> Path:
+    """Write a user preset as TOML, named after the preset; never overwrites."""
+    import tomlkit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() else "-" for c in preset.name.lower()).strip("-") or "preset"
+    path = folder / f"{stem}.toml"
+    if path.exists():
+        raise PresetError(f"A preset file {path.name} exists already; choose another name.")
+    data = {k: v for k, v in preset.model_dump().items() if v is not None}
+    path.write_text(tomlkit.dumps(data), encoding="utf-8")
+    return path

@@ -58,7 +58,7 @@ def transcribe(
 
 def build(engine: SpeechEngine, presets: list[TranscribePreset]) -> None:
     preset = presets[0]
-    model_info = gr.Markdown(model_line(engine))
+    model_info = gr.Markdown(lambda: model_line(engine))
     with gr.Row():
         with gr.Column(scale=2):
             audio = gr.Audio(

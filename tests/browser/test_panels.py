@@ -57,6 +57,10 @@ def test_chat_tokens_arrive_one_by_one_and_stop_keeps_the_partial_reply(real_app
     time.sleep(1.5)
     assert bot_text(page) == stopped, "nothing more arrives after Stop"
     assert stopped.startswith(seen[0]) and stopped, "the partial reply stays on the page"
+    # After a reload the conversation is in the sidebar, partial reply included.
+    page.reload()
+    page.get_by_label("Tell me a long story about a dragon").check()
+    expect(page.locator('#chatbot [data-testid="bot"]').last).to_contain_text(stopped[:40])
     # The engine is free again: a new message gets a reply.
     page.fill("#chat-input textarea", "What is the capital of France?")
     page.press("#chat-input textarea", "Enter")

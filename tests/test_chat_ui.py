@@ -1,0 +1,238 @@
+"""Chat panel handlers with the SQLite store, on the fake engine (the real model is in test_chat_engine)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from conversations import ConversationStore, import_json
+from engines.base import ChatDelta, ChatMessage, ChatParams, EngineError
+from engines.fake import FakeChatEngine
+from ui.chat import ChatPanel
+from ui.presets import load_presets
+
+CONTROLS = ("Be brief.", 0.5, 0.9, 40, 1.1, 64, -1)  # system prompt, temperature, top-p, top-k, repeat, max, seed
+
+
+class FailingChatEngine(FakeChatEngine):
+    """Writes two words, then breaks."""
+
+    def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
+        yield ChatDelta("Half a")
+        yield ChatDelta(" reply")
+        raise EngineError("the model crashed")
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ConversationStore(tmp_path / "melange.db")
+    yield store
+    store.close()
+
+
+def make_panel(store, tmp_path, engine=None) -> ChatPanel:
+    return ChatPanel(engine or FakeChatEngine(), store, tmp_path / "models", load_presets().chat, tmp_path / "presets")
+
+
+def send(panel, conversation_id, message, controls=CONTROLS):
+    return list(panel.send(conversation_id, message, *controls))
+
+
+def test_a_message_starts_a_stored_conversation_and_the_reply_streams(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    updates = send(panel, None, "hello there")
+    chatbot, conversation_id, textbox, _, history = updates[0]
+    assert chatbot == [{"role": "user", "content": "hello there"}], "the user's message shows at once"
+    assert textbox == ""
+    assert history["choices"] == [("hello there", conversation_id)]
+    partials = [u[0][-1]["content"] for u in updates[1:]]
+    assert len(set(partials)) >= 3, "the reply grows over several updates"
+    final = updates[-1][0][-1]["content"]
+    assert final.startswith("You said: hello there") and "tok/s" in final
+    assert "tok/s" in updates[-1][3]
+    stored = store.messages(conversation_id)
+    assert [(m.role, m.content) for m in stored] == [("user", "hello there"), ("assistant", "You said: hello there")]
+    assert stored[1].stats["completion_tokens"] == 4
+    assert store.get(conversation_id).settings["temperature"] == 0.5
+
+
+def test_the_conversation_continues_and_survives_a_restart(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    conversation_id = send(panel, None, "one")[0][1]
+    send(panel, conversation_id, "two")
+    reopened = ConversationStore(tmp_path / "melange.db")
+    chatbot, *_ = make_panel(reopened, tmp_path).open_conversation(conversation_id)
+    assert [m["content"].split("\n\n<sub>")[0] for m in chatbot] == ["one", "You said: one", "two", "You said: two"]
+    reopened.close()
+
+
+@pytest.mark.parametrize("message", ["", "   ", "\n\t", "\x00\x07\x1b"])
+def test_an_empty_message_is_refused_and_nothing_is_stored(store, tmp_path, message):
+    with pytest.raises(gr.Error, match="empty"):
+        send(make_panel(store, tmp_path), None, message)
+    assert store.list() == []
+
+
+def test_control_characters_are_removed_but_newlines_kept(store, tmp_path):
+    conversation_id = send(make_panel(store, tmp_path), None, "a\x00b\nc\x1b[0m")[0][1]
+    assert store.messages(conversation_id)[0].content == "ab\nc[0m"
+
+
+def test_a_one_megabyte_paste_gets_a_clear_message(store, tmp_path):
+    with pytest.raises(gr.Error, match="limit"):
+        send(make_panel(store, tmp_path), None, "x" * 1_000_000)
+    assert store.list() == []
+
+
+@pytest.mark.parametrize(
+    "index, value, message",
+    [(1, -1.0, "Temperature"), (5, 10**9, "Max new tokens"), (2, 0.0, "Top-p"), (6, 1.5, "whole number")],
+)
+def test_out_of_range_settings_sent_through_the_api_are_refused(store, tmp_path, index, value, message):
+    controls = list(CONTROLS)
+    controls[index] = value
+    with pytest.raises(gr.Error, match=message):
+        send(make_panel(store, tmp_path), None, "hi", controls)
+    assert store.list() == []
+
+
+def test_a_failing_engine_loses_neither_the_message_nor_the_partial_reply(store, tmp_path):
+    panel = make_panel(store, tmp_path, FailingChatEngine())
+    with pytest.raises(gr.Error, match="crashed"):
+        send(panel, None, "keep me")
+    [conversation] = store.list()
+    stored = store.messages(conversation.id)
+    assert [(m.role, m.content) for m in stored] == [("user", "keep me"), ("assistant", "Half a reply")]
+    assert stored[1].stats == {"finish_reason": "cancelled"}
+
+
+def test_stop_mid_reply_keeps_the_partial_reply(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    stream = panel.send(None, "a long message to echo back word by word", *CONTROLS)
+    conversation_id = next(stream)[1]
+    next(stream), next(stream)
+    stream.close()  # what Gradio does when Stop is pressed or the tab closes
+    reply = store.messages(conversation_id)[-1]
+    assert reply.role == "assistant" and reply.content == "You said:"
+    assert reply.stats == {"finish_reason": "cancelled"}
+
+
+class NumberedChatEngine(FakeChatEngine):
+    """Says which attempt this is, so a regenerated reply differs from the first."""
+
+    attempts = 0
+
+    def stream(self, messages, params):
+        self.attempts += 1
+        yield ChatDelta(f"Attempt {self.attempts}")
+
+
+def test_regenerate_replaces_the_last_reply(store, tmp_path):
+    panel = make_panel(store, tmp_path, NumberedChatEngine())
+    conversation_id = send(panel, None, "again")[0][1]
+    list(panel.regenerate(conversation_id, *CONTROLS))
+    assert [(m.role, m.content) for m in store.messages(conversation_id)] == [("user", "again"), ("assistant", "Attempt 2")]
+
+
+def test_edit_and_resend_replaces_the_message_and_what_followed(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    conversation_id = send(panel, None, "first")[0][1]
+    send(panel, conversation_id, "second")
+    list(panel.edit(conversation_id, 2, "second, edited", *CONTROLS))
+    assert [m.content for m in store.messages(conversation_id)] == [
+        "first",
+        "You said: first",
+        "second, edited",
+        "You said: second, edited",
+    ]
+    with pytest.raises(gr.Error, match="Only your own messages"):
+        list(panel.edit(conversation_id, 1, "rewrite the reply", *CONTROLS))
+
+
+def test_rename_delete_and_the_sidebar(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    a = send(panel, None, "alpha")[0][1]
+    b = send(panel, None, "beta")[0][1]
+    assert [c for _, c in panel.history_choices()] == [b, a], "newest first"
+    panel.rename(a, "Renamed")
+    assert ("Renamed", a) in panel.history_choices()
+    with pytest.raises(gr.Error):
+        panel.rename(a, "   ")
+    panel.delete(a)
+    assert [c for _, c in panel.history_choices()] == [b]
+    assert store.messages(a) == []
+
+
+def test_export_markdown_and_json_round_trip(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    conversation_id = send(panel, None, "export me")[0][1]
+    md_path, json_path = panel.export(conversation_id)
+    markdown = Path(md_path).read_text()
+    assert "# export me" in markdown and "You said: export me" in markdown and "temperature: 0.5" in markdown
+    data = json.loads(Path(json_path).read_text())
+    assert data["settings"]["model"] == "fake-echo" and data["settings"]["max_tokens"] == 64
+    copy = import_json(store, data)
+    original = [(m.role, m.content, m.stats) for m in store.messages(conversation_id)]
+    assert [(m.role, m.content, m.stats) for m in store.messages(copy.id)] == original
+    with pytest.raises(gr.Error, match="Open a conversation"):
+        panel.export(None)
+
+
+def test_presets_apply_and_save_as_new(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    assert panel.apply_preset("Helpful assistant")[1] == 0.3
+    update = panel.save_preset("Creative", "Be playful.", 1.2, 0.95, 80, 1.0, 512)
+    assert update["value"] == "Creative"
+    reloaded = load_presets(user_root=tmp_path / "presets").chat
+    assert any(p.name == "Creative" and p.temperature == 1.2 and p.system_prompt == "Be playful." for p in reloaded)
+    with pytest.raises(gr.Error, match="exists already"):
+        panel.save_preset("Creative", "", 0.5, 0.9, 40, 1.1, 64)
+    with pytest.raises(gr.Error, match="name"):
+        panel.save_preset("  ", "", 0.5, 0.9, 40, 1.1, 64)
+
+
+def test_model_picker_lists_the_embedded_model_and_the_models_folder(store, tmp_path):
+    (tmp_path / "models" / "sub").mkdir(parents=True)
+    (tmp_path / "models" / "sub" / "mine.gguf").write_bytes(b"GGUF" + b"\0" * 16)
+    panel = make_panel(store, tmp_path)
+    names = [name for name, _ in panel.model_choices()]
+    assert any("SmolLM2" in n for n in names) and "sub/mine.gguf" in names
+    panel.switch_model(str(tmp_path / "models" / "sub" / "mine.gguf"), 2048)
+    assert panel.engine.n_ctx == 2048 and panel.engine.status().model == "sub/mine.gguf"
+
+
+def test_switching_to_a_missing_or_non_gguf_file_is_refused(store, tmp_path):
+    from engines.chat_llama import LlamaChatEngine
+    from engines import embedded
+
+    panel = make_panel(store, tmp_path, LlamaChatEngine(embedded.smollm2_gguf()))
+    with pytest.raises(gr.Error, match="not found"):
+        panel.switch_model(str(tmp_path / "nope.gguf"), 4096)
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello")
+    with pytest.raises(gr.Error, match="not a GGUF"):
+        panel.switch_model(str(text), 4096)
+    assert "SmolLM2" in panel.engine.status().model
+
+
+@pytest.mark.parametrize(
+    "repo, filename, message",
+    [("not-a-repo", "x.gguf", "owner/name"), ("owner/name", "model.bin", ".gguf")],
+)
+def test_download_refuses_malformed_requests(store, tmp_path, repo, filename, message):
+    with pytest.raises(gr.Error, match=message):
+        make_panel(store, tmp_path).download(repo, filename)
+
+
+def test_download_offline_says_so(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(gr.Error, match="Cannot reach the Hugging Face hub"):
+        make_panel(store, tmp_path).download("someone/does-not-exist-GGUF", "model.Q4_K_M.gguf")
