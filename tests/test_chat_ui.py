@@ -43,7 +43,7 @@ def send(panel, conversation_id, message, controls=CONTROLS):
 
 
 def test_a_message_starts_a_stored_conversation_and_the_reply_streams(store, tmp_path):
-    panel = make_panel(store, tmp_path)
+    panel = make_panel(store, tmp_path, FakeChatEngine(delay=0.05))
     updates = send(panel, None, "hello there")
     chatbot, conversation_id, textbox, _, history = updates[0]
     assert chatbot == [{"role": "user", "content": "hello there"}], "the user's message shows at once"
@@ -110,8 +110,15 @@ def test_a_failing_engine_loses_neither_the_message_nor_the_partial_reply(store,
     assert stored[1].stats == {"finish_reason": "cancelled"}
 
 
+def test_fast_tokens_reach_the_page_in_batches_but_all_of_them_arrive(store, tmp_path):
+    controls = ("", 0.5, 0.9, 40, 1.1, 1024, -1)
+    updates = send(make_panel(store, tmp_path), None, " ".join(["word"] * 200), controls)
+    assert len(updates) < 20, "a token stream faster than the screen refresh is coalesced"
+    assert updates[-1][0][-1]["content"].startswith("You said: " + " ".join(["word"] * 200))
+
+
 def test_stop_mid_reply_keeps_the_partial_reply(store, tmp_path):
-    panel = make_panel(store, tmp_path)
+    panel = make_panel(store, tmp_path, FakeChatEngine(delay=0.05))
     stream = panel.send(None, "a long message to echo back word by word", *CONTROLS)
     conversation_id = next(stream)[1]
     next(stream), next(stream)
