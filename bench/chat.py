@@ -3,7 +3,9 @@
     python bench/chat.py [--runs 5] [--max-tokens 128]
 
 Prints JSON: tokens/s and time to first token for both, and their ratio. Same model, prompt, seed and
-max tokens; runs alternate raw/app so drift on a shared machine hits both alike.
+max tokens; runs alternate raw/app so drift on a shared machine hits both alike. The app is measured
+twice: through gradio_client ("app"), whose receiver polls every 50 ms, and through the queue's event
+stream read directly ("app_sse"), which is what a browser sees.
 """
 
 from __future__ import annotations
@@ -57,15 +59,67 @@ def app_run(client, llm, max_tokens: int, seed: int) -> dict:
     text = ""
     job = client.submit(PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, api_name="/chat")
     for update in job:
-        chatbot = update[0]
-        if chatbot and chatbot[-1]["role"] == "assistant":
-            content = chatbot[-1]["content"]
-            content = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-            content = content.split("\n\n<sub>")[0]  # the stats footer is not part of the reply
-            if content and content != text:
-                last = time.perf_counter()
-                first = first or last
-                text = content
+        content = reply_text(update[0])
+        if content and content != text:
+            last = time.perf_counter()
+            first = first or last
+            text = content
+    tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
+
+
+def reply_text(chatbot) -> str:
+    if not chatbot or chatbot[-1]["role"] != "assistant":
+        return ""
+    content = chatbot[-1]["content"]
+    content = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+    return content.split("\n\n<sub>")[0]  # the stats footer is not part of the reply
+
+
+def chat_endpoint(url: str) -> tuple[int, list]:
+    """The /chat event's index and its inputs, with the server-side State left as None."""
+    import requests
+
+    config = requests.get(f"{url}/config", timeout=10).json()
+    components = {c["id"]: c for c in config["components"]}
+    for index, dep in enumerate(config["dependencies"]):
+        if dep.get("api_name") == "chat":
+            return dep.get("id", index), [components[i]["type"] for i in dep["inputs"]]
+    raise RuntimeError("the app has no /chat endpoint")
+
+
+def app_sse_run(url: str, endpoint: tuple[int, list], llm, max_tokens: int, seed: int) -> dict:
+    """The app's queue API spoken directly, as the browser does: join, then read the event stream."""
+    import uuid
+
+    import httpx
+    from gradio_client.utils import apply_diff
+
+    fn_index, input_types = endpoint
+    values = iter([PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed])
+    data = [None if kind == "state" else next(values) for kind in input_types]
+    session = uuid.uuid4().hex
+    started = time.perf_counter()
+    first = last = None
+    outputs = None
+    text = ""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
+        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_generating":
+                    data_out = msg["output"]["data"]
+                    outputs = list(data_out) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data_out)]
+                    content = reply_text(outputs[0])
+                    if content and content != text:
+                        last = time.perf_counter()
+                        first = first or last
+                        text = content
+                elif msg.get("msg") == "process_completed":
+                    break
     tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
     return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
 
@@ -89,16 +143,19 @@ def main() -> None:
         n_gpu_layers=-1 if args.device == "cuda" else 0,
         verbose=False,
     )
-    raw, app = [], []
+    raw, app, sse = [], [], []
     with running_app("--threads", str(args.threads), "--device", args.device) as url:
         client = Client(url, verbose=False)
+        endpoint = chat_endpoint(url)
         raw_run(llm, 16, 1), app_run(client, llm, 16, 1)  # warm-up: load the model on both sides
         for i in range(args.runs):
             raw.append(raw_run(llm, args.max_tokens, 100 + i))
             app.append(app_run(client, llm, args.max_tokens, 100 + i))
-    same_text = all(r["text"] == a["text"] for r, a in zip(raw, app))
+            sse.append(app_sse_run(url, endpoint, llm, args.max_tokens, 100 + i))
+    same_text = all(r["text"] == a["text"] == b["text"] for r, a, b in zip(raw, app, sse))
     raw_tps, app_tps = summary([r["tok_s"] for r in raw]), summary([a["tok_s"] for a in app])
     raw_ttft, app_ttft = summary([r["ttft"] for r in raw]), summary([a["ttft"] for a in app])
+    sse_tps, sse_ttft = summary([r["tok_s"] for r in sse]), summary([r["ttft"] for r in sse])
     result = {
         "benchmark": "chat",
         "model": embedded.SMOLLM2_NAME,
@@ -108,8 +165,11 @@ def main() -> None:
         "machine": machine(),
         "raw": {"tokens_per_second": raw_tps, "ttft_seconds": raw_ttft},
         "app": {"tokens_per_second": app_tps, "ttft_seconds": app_ttft},
+        "app_sse": {"tokens_per_second": sse_tps, "ttft_seconds": sse_ttft},
         "app_over_raw_tokens_per_second": app_tps["median"] / raw_tps["median"],
         "app_extra_ttft_ms": (app_ttft["median"] - raw_ttft["median"]) * 1000,
+        "app_sse_over_raw_tokens_per_second": sse_tps["median"] / raw_tps["median"],
+        "app_sse_extra_ttft_ms": (sse_ttft["median"] - raw_ttft["median"]) * 1000,
         "same_text": same_text,
         "tokens_median": sorted(a["tokens"] for a in app)[len(app) // 2],
     }

@@ -315,7 +315,7 @@ def build(
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Sampling and presets", open=False, elem_id="chat-settings"):
                 with gr.Row():
                     preset_choice = gr.Dropdown(list(panel.presets), value=preset.name, label="Preset", elem_id="chat-preset")
                     preset_name = gr.Textbox(label="Save current settings as", placeholder="Preset name")
@@ -327,9 +327,9 @@ def build(
                     top_k = gr.Slider(0, 200, value=preset.top_k, step=1, label="Top-k (0: off)")
                 with gr.Row():
                     repeat_penalty = gr.Slider(0.5, 2.0, value=preset.repeat_penalty, step=0.05, label="Repeat penalty")
-                    max_tokens = gr.Slider(16, 4096, value=preset.max_tokens, step=16, label="Max new tokens")
+                    max_tokens = gr.Slider(16, 4096, value=preset.max_tokens, step=16, label="Max new tokens", elem_id="chat-max-tokens")
                     seed = gr.Number(-1, precision=None, label="Seed (-1: random)")
-            with gr.Accordion("Model", open=False):
+            with gr.Accordion("Model", open=False, elem_id="chat-model-settings"):
                 with gr.Row():
                     model_choice = gr.Dropdown(panel.model_choices(), label="Model", scale=3, elem_id="chat-model-choice")
                     n_ctx = gr.Slider(512, 32768, value=engine.n_ctx, step=512, label="Context length (tokens)", scale=2)

@@ -1,0 +1,62 @@
+"""Chat panel behaviours beyond the round trip, in a real browser on the embedded model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+LONG_PROMPT = "Write a very long story, at least two thousand words, about a lighthouse keeper."
+
+
+def start_long_reply(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_text("Sampling and presets", exact=True).click()
+    tokens = page.locator("#chat-max-tokens input[type=number]")
+    tokens.fill("4096")
+    tokens.press("Enter")
+    page.fill("#chat-input textarea", LONG_PROMPT)
+    page.press("#chat-input textarea", "Enter")
+    expect(page.locator('#chatbot [data-testid="bot"]').last).not_to_be_empty(timeout=120_000)
+
+
+def test_closing_the_tab_mid_reply_stops_generation_and_keeps_the_partial_reply(real_app, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    start_long_reply(page, real_app.url)
+    time.sleep(1.0)
+    context.close()  # the person closes the tab mid-stream
+
+    # A second visitor finds the conversation with the partial reply marked as stopped, and the
+    # engine answers them at once instead of finishing 4096 tokens for nobody.
+    other = browser.new_context().new_page()
+    other.goto(real_app.url)
+    other.get_by_label(LONG_PROMPT[:40], exact=False).check()
+    expect(other.locator('#chatbot [data-testid="bot"]').last).to_contain_text("stopped", timeout=30_000)
+    partial = other.locator('#chatbot [data-testid="bot"]').last.inner_text()
+    assert len(partial.split()) >= 3
+    started = time.monotonic()
+    other.click("#chat-new")
+    other.fill("#chat-input textarea", "What is the capital of France?")
+    other.press("#chat-input textarea", "Enter")
+    expect(other.locator('#chatbot [data-testid="bot"]').last).to_contain_text("Paris", timeout=60_000)
+    assert time.monotonic() - started < 30
+    other.context.close()
+
+
+def test_regenerate_edit_export_and_presets_in_the_page(real_app, page, tmp_path):
+    page.goto(real_app.url)
+    page.fill("#chat-input textarea", "Name one fruit.")
+    page.press("#chat-input textarea", "Enter")
+    expect(page.locator("#chat-stats")).to_contain_text("tok/s", timeout=120_000)
+    # Export both formats.
+    page.click("#chat-export")
+    expect(page.locator("#chat-exported")).to_contain_text(".json", timeout=30_000)
+    expect(page.locator("#chat-exported")).to_contain_text(".md")
+    # Rename in the sidebar.
+    page.fill("#chat-title input", "Fruit talk")
+    page.click("#chat-rename")
+    expect(page.locator("#chat-history")).to_contain_text("Fruit talk")
