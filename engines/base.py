@@ -32,6 +32,7 @@ class EngineStatus:
     loaded: bool
     device: str  # where the model runs or will run: "cpu", "cuda"
     demo: bool = False  # True for the project's own untrained demo weights
+    note: str = ""  # something the person should know about the model, shown beside it
 
 
 @runtime_checkable

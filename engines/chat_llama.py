@@ -81,7 +81,9 @@ class LlamaChatEngine:
         self._lock = threading.Lock()  # one generation at a time: a llama context is not re-entrant
 
     def status(self) -> EngineStatus:
-        return EngineStatus("chat", "llama-cpp", self.display_name, self._llm is not None, self.device)
+        return EngineStatus(
+            "chat", "llama-cpp", self.display_name, self._llm is not None, self.device, note=self.template_note
+        )
 
     def load(self, progress: ProgressCallback | None = None) -> None:
         with self._lock:

@@ -162,3 +162,31 @@ def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
     reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
     assert "Paris" in reply
     engine.unload()
+
+
+@pytest.fixture(scope="module")
+def model_without_template(tmp_path_factory):
+    """SmolLM2 with its chat-template key renamed: the same bytes, so the file stays a valid GGUF."""
+    data = embedded.smollm2_gguf().read_bytes()
+    key = b"tokenizer.chat_template"
+    assert data.count(key) == 1
+    path = tmp_path_factory.mktemp("gguf") / "no-template.gguf"
+    path.write_bytes(data.replace(key, b"tokenizer.chat_templatx"))
+    return path
+
+
+def test_a_model_without_a_chat_template_falls_back_to_chatml_and_says_so(model_without_template):
+    engine = LlamaChatEngine(model_without_template, "cpu", threads=2)
+    try:
+        reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
+        status = engine.status()
+    finally:
+        engine.unload()
+    assert "no chat template" in status.note and "chatml" in status.note
+    assert "Paris" in reply, "SmolLM2 was trained on ChatML, so the fallback still works"
+    assert "<|im_start|>" not in reply
+
+
+def test_a_model_with_a_template_has_no_note(engine):
+    engine.load()
+    assert engine.status().note == ""

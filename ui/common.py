@@ -39,4 +39,5 @@ def ensure_loaded(engine: Engine, progress: gr.Progress) -> None:
 def model_line(engine: Engine) -> str:
     s = engine.status()
     state = "loaded" if s.loaded else "loads on first use"
-    return f"**Model:** {s.model} · {s.backend} on {s.device} · {state}"
+    line = f"**Model:** {s.model} · {s.backend} on {s.device} · {state}"
+    return f"{line}  \n⚠️ {s.note}" if s.note else line
