@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
 import gradio as gr
@@ -16,9 +16,11 @@ from fastapi import FastAPI
 
 import ui.chat
 import ui.image
+import ui.status
 import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
+from engines.residency import ResidencyManager, parse_size
 from settings import Settings, parse_settings
 from ui.presets import Presets, load_presets
 
@@ -39,9 +41,30 @@ class Engines:
     chat: ChatEngine
     image: ImageEngine
     speech: SpeechEngine
+    managers: dict[str, ResidencyManager] = field(default_factory=dict)  # one per device in use
 
     def all(self) -> tuple[Engine, ...]:
         return (self.chat, self.image, self.speech)
+
+
+def manage(engines: Engines, settings: Settings) -> Engines:
+    """Put every engine under its device's memory manager; loads then evict by priority and age."""
+    if engines.managers:
+        return engines
+    try:
+        gpu_budget = parse_size(settings.gpu_budget) if settings.gpu_budget else None
+    except ValueError as e:
+        raise SystemExit(f"--gpu-budget: {e}") from e
+    idle = settings.idle_unload_minutes * 60 or None
+    managers: dict[str, ResidencyManager] = {}
+    managed = []
+    for engine in engines.all():
+        device = engine.status().device
+        if device not in managers:
+            budget = gpu_budget if device == "cuda" else None
+            managers[device] = ResidencyManager.for_device(device, budget, idle_seconds=idle)
+        managed.append(managers[device].register(engine))
+    return Engines(*managed, managers=managers)
 
 
 def build_engines(settings: Settings) -> Engines:
@@ -99,6 +122,7 @@ def build_app(
     store = store or ConversationStore(settings.data_dir / "melange.db")
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
+        ui.status.build(engines.all(), engines.managers)
         with gr.Tab("Chat", id="chat"):
             ui.chat.build(blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings))
         with gr.Tab("Image", id="image"):
@@ -117,12 +141,16 @@ def health(engines: Engines) -> dict:
         "version": version(),
         "device": "cuda" if any(s.device == "cuda" for s in statuses) else "cpu",
         "engines": {s.kind: {k: v for k, v in asdict(s).items() if k != "kind"} for s in statuses},
+        "memory": {device: asdict(m.status()) for device, m in engines.managers.items()},
     }
 
 
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     """The whole server: ``/health`` plus the UI at ``/``. Room for ``/v1/...`` beside them later."""
-    engines = engines or build_engines(settings)
+    engines = manage(engines or build_engines(settings), settings)
+    for manager in engines.managers.values():
+        if manager.idle_seconds:
+            manager.start_idle_reaper()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Validated now: a broken preset stops start-up, naming the file.
     presets = load_presets(user_root=user_presets_dir(settings))

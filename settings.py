@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     image_model: str | None = Field(None, description="Diffusers folder, .safetensors file or Hugging Face repo id for the image panel (default: the tiny demo pipeline).")
     speech_model: str | None = Field(None, description="CTranslate2 Whisper folder or faster-whisper model id (default: the embedded Whisper tiny.en).")
     threads: int = Field(0, ge=0, description="CPU threads for the chat and speech engines (0: all cores).")
+    gpu_budget: str | None = Field(None, description="GPU memory the models may use together, e.g. 12GB (default: all but a margin). Loading past it unloads others.")
+    idle_unload_minutes: float = Field(0, ge=0, description="Unload a model nobody used for this many minutes (0: keep models loaded).")
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -74,6 +74,25 @@ def test_health_reports_version_device_and_each_engine(tmp_path):
     for status in body["engines"].values():
         assert status["backend"] == "fake" and status["loaded"] is False
     assert client.get("/").status_code == 200
+    memory = body["memory"]["cpu"]
+    assert memory["device"] == "cpu" and memory["budget"] > 0 and memory["residents"] == []
+
+
+def test_memory_status_follows_loads(tmp_path):
+    settings = Settings(data_dir=tmp_path, engines="fake")
+    engines = app.manage(app.build_engines(settings), settings)
+    engines.chat.load()
+    body = app.health(engines)
+    assert [r["kind"] for r in body["memory"]["cpu"]["residents"]] == ["chat"]
+    assert body["engines"]["chat"]["loaded"] is True
+    engines.chat.unload()
+    assert app.health(engines)["memory"]["cpu"]["residents"] == []
+
+
+def test_a_bad_gpu_budget_is_refused():
+    result = run_app("--engines", "fake", "--gpu-budget", "lots")
+    assert result.returncode != 0
+    assert "--gpu-budget" in result.stderr and "Not a memory size" in result.stderr
 
 
 def test_real_engines_are_built_without_loading_any_model(tmp_path):

@@ -33,7 +33,9 @@ def ensure_loaded(engine: Engine, progress: gr.Progress) -> None:
     """Load the engine's model on first use, with the progress bar saying so."""
     if not engine.status().loaded:
         with user_errors():
-            engine.load(progress_callback(progress))
+            evicted = engine.load(progress_callback(progress))
+        if evicted:  # the memory manager made room
+            gr.Info(f"Unloaded {', '.join(evicted)} to make room for {engine.status().model}.")
 
 
 def model_line(engine: Engine) -> str:

@@ -1,0 +1,253 @@
+"""One memory manager for all engines: who is resident, how much each takes, who goes when space runs out.
+
+Sizes are measured, not guessed: the device's free memory (CUDA) or the process's resident memory (CPU)
+before and after each load. Loading a model that does not fit unloads others, lowest priority first and
+least recently used among equals. Engines stay unaware: ``ManagedEngine`` wraps one so that loading,
+and every call that needs the model, goes through the manager.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.base import Engine, EngineError, ProgressCallback
+
+# Higher stays longer. Live captions must not stall behind a model load; chat reloads fastest.
+DEFAULT_PRIORITY = {"speech": 30, "image": 20, "chat": 10}
+
+
+def process_rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def system_memory_total() -> int:
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def cuda_used() -> int:
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def cuda_total() -> int:
+    import torch
+
+    return torch.cuda.mem_get_info()[1]
+
+
+@dataclass
+class Resident:
+    engine: Engine
+    priority: int
+    size: int = 0  # bytes measured at the last load
+    loaded: bool = False
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResidentInfo:
+    kind: str
+    model: str
+    size: int
+    last_used: float
+
+
+@dataclass(frozen=True)
+class MemoryStatus:
+    device: str
+    budget: int
+    total: int
+    used: int  # by the resident models
+    residents: tuple[ResidentInfo, ...]
+
+
+def parse_size(text: str) -> int:
+    """'8GB', '512MiB', '1.5 GiB' or plain bytes, in bytes."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    cleaned = text.strip().upper().replace(" ", "")
+    number = cleaned.rstrip("KMGIB")
+    unit = cleaned[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"Not a memory size: {text!r} (try 8GB or 512MiB).") from None
+    if unit not in units or value <= 0:
+        raise ValueError(f"Not a memory size: {text!r} (try 8GB or 512MiB).")
+    return int(value * units[unit])
+
+
+def size_hint(engine: Engine) -> int:
+    """Before the first load: the model's files on disk, a fair lower bound of what loading takes."""
+    for name in ("model_path", "model"):
+        path = getattr(engine, name, None)
+        if path is not None and Path(str(path)).exists():
+            p = Path(str(path))
+            return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return 0
+
+
+class ResidencyManager:
+    def __init__(
+        self,
+        device: str,
+        budget: int,
+        *,
+        measure: Callable[[], int],
+        total: int | None = None,
+        priority: dict[str, int] | None = None,
+        idle_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device = device
+        self.budget = budget
+        self.total = total or budget
+        self.priority = {**DEFAULT_PRIORITY, **(priority or {})}
+        self.idle_seconds = idle_seconds
+        self._measure = measure
+        self._clock = clock
+        self._residents: dict[int, Resident] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def for_device(cls, device: str, budget: int | None = None, **kwargs) -> ResidencyManager:
+        """All of the device but a margin, unless a budget is given."""
+        if device == "cuda":
+            total, measure = cuda_total(), cuda_used
+        else:
+            total, measure = system_memory_total(), process_rss
+        margin = max(total // 10, 1 << 30)
+        return cls(device, budget or max(total - margin, 1), measure=measure, total=total, **kwargs)
+
+    def register(self, engine: Engine) -> ManagedEngine:
+        with self._lock:
+            self._residents[id(engine)] = Resident(engine, self.priority.get(engine.kind, 0))
+        return ManagedEngine(engine, self)
+
+    def _resident(self, engine: Engine) -> Resident:
+        try:
+            return self._residents[id(engine)]
+        except KeyError:
+            raise EngineError(f"{engine.kind} engine is not registered with the memory manager") from None
+
+    def used(self) -> int:
+        return sum(r.size for r in self._residents.values() if r.loaded)
+
+    def _refresh(self) -> None:
+        for r in self._residents.values():  # an engine may have unloaded itself (a model switch)
+            r.loaded = r.loaded and r.engine.status().loaded
+
+    def acquire(self, engine: Engine, progress: ProgressCallback | None = None) -> list[str]:
+        """Make the engine's model resident, unloading others if needed. Returns what was unloaded."""
+        with self._lock:
+            self._refresh()
+            resident = self._resident(engine)
+            resident.last_used = self._clock()
+            if resident.loaded:
+                return []
+            need = resident.size or size_hint(engine)
+            evicted = self._make_room(resident, need)
+            before = self._measure()
+            engine.load(progress)
+            resident.size = max(self._measure() - before, 0) or need
+            resident.loaded = True
+            resident.last_used = self._clock()
+            return evicted
+
+    def _make_room(self, incoming: Resident, need: int) -> list[str]:
+        evicted = []
+        candidates = sorted(
+            (r for r in self._residents.values() if r.loaded and r is not incoming),
+            key=lambda r: (r.priority, r.last_used),
+        )
+        for victim in candidates:
+            if self.used() + need <= self.budget:
+                break
+            evicted.append(victim.engine.status().model)
+            self._unload(victim)
+        return evicted
+
+    def _unload(self, resident: Resident) -> None:
+        resident.engine.unload()
+        resident.loaded = False
+
+    def touch(self, engine: Engine) -> None:
+        with self._lock:
+            self._resident(engine).last_used = self._clock()
+
+    def release(self, engine: Engine) -> None:
+        with self._lock:
+            self._unload(self._resident(engine))
+
+    def unload_idle(self) -> list[str]:
+        """Unload every model unused for longer than the idle time. Returns what was unloaded."""
+        if not self.idle_seconds:
+            return []
+        with self._lock:
+            now = self._clock()
+            idle = [r for r in self._residents.values() if r.loaded and now - r.last_used > self.idle_seconds]
+            for resident in idle:
+                self._unload(resident)
+            return [r.engine.status().model for r in idle]
+
+    def start_idle_reaper(self, every: float = 30.0) -> threading.Event:
+        """A daemon thread that unloads idle models; set the returned event to stop it."""
+        stop = threading.Event()
+
+        def reap() -> None:
+            while not stop.wait(every):
+                self.unload_idle()
+
+        threading.Thread(target=reap, name="melange-idle-unload", daemon=True).start()
+        return stop
+
+    def status(self) -> MemoryStatus:
+        with self._lock:
+            self._refresh()
+            residents = tuple(
+                ResidentInfo(r.engine.kind, r.engine.status().model, r.size, r.last_used)
+                for r in sorted(self._residents.values(), key=lambda r: -r.priority)
+                if r.loaded
+            )
+            return MemoryStatus(self.device, self.budget, self.total, self.used(), residents)
+
+
+class ManagedEngine:
+    """An engine whose loads go through the manager; everything else is the engine's own."""
+
+    # The calls that need the model resident, per kind.
+    WORK = {"stream", "generate", "transcribe", "count_tokens"}
+
+    def __init__(self, engine: Engine, manager: ResidencyManager) -> None:
+        self._engine = engine
+        self._manager = manager
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def load(self, progress: ProgressCallback | None = None) -> list[str]:
+        return self._manager.acquire(self._engine, progress)
+
+    def unload(self) -> None:
+        self._manager.release(self._engine)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._engine, name)
+        if name not in self.WORK:
+            return attr
+
+        def work(*args, **kwargs):
+            self._manager.acquire(self._engine)
+            return attr(*args, **kwargs)
+
+        return work

@@ -1,0 +1,43 @@
+"""The status strip: device, memory the models use, what is resident, and an Unload button per engine."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from engines.base import Engine
+from engines.residency import ResidencyManager
+
+REFRESH_SECONDS = 5
+
+
+def human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def memory_line(managers: dict[str, ResidencyManager]) -> str:
+    parts = []
+    for device, manager in managers.items():
+        status = manager.status()
+        resident = ", ".join(f"{r.model} ({human(r.size)})" for r in status.residents) or "no model loaded"
+        parts.append(f"**{device.upper()}** · models use {human(status.used)} of a {human(status.budget)} budget · {resident}")
+    return "  \n".join(parts)
+
+
+def build(engines: tuple[Engine, ...], managers: dict[str, ResidencyManager]) -> None:
+    with gr.Row(elem_id="status-strip"):
+        line = gr.Markdown(lambda: memory_line(managers), elem_id="memory-status")
+        for engine in engines:
+
+            def unload(engine=engine):
+                engine.unload()
+                gr.Info(f"Unloaded {engine.status().model}.")
+                return memory_line(managers)
+
+            gr.Button(f"Unload {engine.kind}", size="sm", scale=0, min_width=110, elem_id=f"unload-{engine.kind}").click(
+                unload, None, line, concurrency_id=engine.kind
+            )
+    gr.Timer(REFRESH_SECONDS).tick(lambda: memory_line(managers), None, line, show_progress="hidden")
