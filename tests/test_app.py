@@ -75,7 +75,7 @@ def test_health_reports_version_device_and_each_engine(tmp_path):
         assert status["backend"] == "fake" and status["loaded"] is False
     assert client.get("/").status_code == 200
     memory = body["memory"]["cpu"]
-    assert memory["device"] == "cpu" and memory["budget"] > 0 and memory["residents"] == []
+    assert memory["device"] == "cpu" and memory["budget"] > 0 and not memory["residents"]
 
 
 def test_memory_status_follows_loads(tmp_path):
@@ -86,7 +86,7 @@ def test_memory_status_follows_loads(tmp_path):
     assert [r["kind"] for r in body["memory"]["cpu"]["residents"]] == ["chat"]
     assert body["engines"]["chat"]["loaded"] is True
     engines.chat.unload()
-    assert app.health(engines)["memory"]["cpu"]["residents"] == []
+    assert not app.health(engines)["memory"]["cpu"]["residents"]
 
 
 def test_a_bad_gpu_budget_is_refused():
