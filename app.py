@@ -76,7 +76,7 @@ def build_engines(settings: Settings) -> Engines:
 
     from engines import device, embedded
     from engines.chat_llama import LlamaChatEngine
-    from engines.image_diffusers import DiffusersImageEngine, load_tiny_demo
+    from engines.image_diffusers import DiffusersImageEngine, SpeedOptions, load_tiny_demo
     from engines.speech_whisper import WhisperSpeechEngine
 
     chat_model, chat_name = settings.chat_model, None
@@ -99,10 +99,17 @@ def build_engines(settings: Settings) -> Engines:
         raise SystemExit(str(e)) from e
 
     chat = LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=settings.threads)
+    speed = SpeedOptions(
+        channels_last=settings.image_channels_last,
+        fuse_qkv=settings.image_fuse_qkv,
+        compile=settings.image_compile,
+        tiny_vae_preview=settings.image_tiny_vae_preview,
+    )
+    models_dir = settings.resolved_models_dir
     if settings.image_model is None:
-        image = load_tiny_demo(settings.data_dir, image_device)
+        image = load_tiny_demo(settings.data_dir, image_device, models_dir=models_dir, speed=speed)
     else:
-        image = DiffusersImageEngine(settings.image_model, image_device)
+        image = DiffusersImageEngine(settings.image_model, image_device, models_dir=models_dir, speed=speed)
     speech = WhisperSpeechEngine(speech_model, speech_device, display_name=speech_name, cpu_threads=settings.threads)
     return Engines(chat, image, speech)
 

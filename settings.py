@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     speech_model: str | None = Field(None, description="CTranslate2 Whisper folder or faster-whisper model id (default: the embedded Whisper tiny.en).")
     threads: int = Field(0, ge=0, description="CPU threads for the chat and speech engines (0: all cores).")
     gpu_budget: str | None = Field(None, description="GPU memory the models may use together, e.g. 12GB (default: all but a margin). Loading past it unloads others.")
+    image_channels_last: bool = Field(False, description="Image: UNet and VAE in channels-last memory layout (faster on CUDA).")
+    image_fuse_qkv: bool = Field(False, description="Image: fuse attention's query/key/value projections.")
+    image_compile: bool = Field(False, description="Image: torch.compile the UNet and VAE decoder; the first image at each size warms up (can take minutes).")
+    image_tiny_vae_preview: bool = Field(False, description="Image: step previews through TAESD (downloaded once) instead of the cheap linear preview.")
     idle_unload_minutes: float = Field(0, ge=0, description="Unload a model nobody used for this many minutes (0: keep models loaded).")
 
     @property

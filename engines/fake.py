@@ -14,10 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from engines.base import (
+    SAMPLERS,
+    Cancelled,
+    check_batch,
     ChatDelta,
     ChatMessage,
     ChatParams,
     ChatStats,
+    EngineError,
     EngineStatus,
     ImageParams,
     ImageResult,
@@ -84,34 +88,76 @@ class FakeChatEngine(_FakeBase):
 
 
 class FakeImageEngine(_FakeBase):
-    """A flat colour derived from prompt and seed: same request, same pixels."""
+    """A flat colour derived from prompt, seed and model: same request, same pixels."""
 
     kind = "image"
     model = "fake-colour"
-    samplers = ("Euler", "Euler a", "DPM++ 2M")
+    samplers = SAMPLERS
 
-    def generate(self, params: ImageParams, on_step: StepCallback | None = None) -> ImageResult:
+    def __init__(self, models: tuple[str, ...] = ("fake-colour", "fake-refiner"), delay: float = 0.0) -> None:
+        super().__init__()
+        self._models = models
+        self.delay = delay  # seconds per step, for tests of Cancel and previews
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
+        for name in (params.model, params.refiner):
+            if name and name not in self._models:
+                raise InputError(f"Unknown image model {name!r}: pick one from the list.")
+        self.load(progress)
+
+    def generate(self, params: ImageParams, on_step: StepCallback | None = None, *, on_preview=None, cancel=None) -> ImageResult:
+        return self.generate_batch([params], on_step, on_preview=on_preview, cancel=cancel)[0]
+
+    def generate_batch(self, batch: list[ImageParams], on_step: StepCallback | None = None, *, on_preview=None, cancel=None) -> list[ImageResult]:
         from PIL import Image
 
-        params.check()
-        if params.sampler not in self.samplers:
-            raise InputError(f"Unknown sampler {params.sampler!r}; choose one of {', '.join(self.samplers)}.")
-        self.load()
-        if params.seed == -1:
-            params = replace(params, seed=int.from_bytes(hashlib.sha256(str(time.time_ns()).encode()).digest()[:4], "big"))
-        for step in range(params.steps):
+        check_batch(1, len(batch))
+        for params in batch:
+            params.check()
+        self.prepare(batch[0])
+        batch = [
+            replace(p, seed=int.from_bytes(hashlib.sha256(f"{time.time_ns()}-{i}".encode()).digest()[:4], "big"))
+            if p.seed == -1
+            else p
+            for i, p in enumerate(batch)
+        ]
+        model = batch[0].model or self._models[0]
+        total = batch[0].steps
+        for step in range(total):
+            if self.delay:
+                time.sleep(self.delay)
             if on_step:
-                on_step(step + 1, params.steps)
-        digest = hashlib.sha256(f"{params.prompt}|{params.seed}".encode()).digest()
-        image = Image.new("RGB", (params.width, params.height), tuple(digest[:3]))
-        return ImageResult(image=image, params=params, model=self.model, seconds=0.0)
+                on_step(step + 1, total)
+            if on_preview:
+                on_preview(Image.new("RGB", (8, 8), (step * 10 % 256, 0, 0)))
+            if cancel is not None and cancel.is_set() and step + 1 < total:
+                raise Cancelled(f"Cancelled after step {step + 1} of {total}.")
+        results = []
+        for params in batch:
+            digest = hashlib.sha256(f"{params.prompt}|{params.seed}|{model}|{params.refiner}".encode()).digest()
+            image = Image.new("RGB", (params.width, params.height), tuple(digest[:3]))
+            results.append(ImageResult(image, replace(params, model=model), model, 0.0, model_hash=digest.hex()[:10]))
+        return results
 
 
 class FakeSpeechEngine(_FakeBase):
-    """Reads only a WAV header; 'transcribes' to one segment that names the file's duration."""
+    """Reads only a WAV header; 'transcribes' to one segment that names the file's duration.
+
+    ``transcribe_samples`` hears one word per half second of non-silent audio, for live-caption tests.
+    """
 
     kind = "speech"
     model = "fake-whisper"
+
+    def switch(self, model: str | Path, display_name: str | None = None, progress: ProgressCallback | None = None) -> None:
+        if "missing" in str(model):
+            raise EngineError(f"{model} is not a CTranslate2 Whisper model: it has no model.bin")
+        self.loaded = False
+        self.model = display_name or Path(str(model)).name
+        self.load(progress)
 
     def transcribe(self, audio_path: str, options: TranscribeOptions) -> tuple[TranscriptInfo, Iterator[Segment]]:
         options.check()
@@ -123,9 +169,25 @@ class FakeSpeechEngine(_FakeBase):
             raise InputError(f"{path.name} is not a readable WAV file (the fake engine reads WAV only).") from e
         self.load()
         text = f"fake transcript of {duration:.1f} seconds"
-        words = tuple(Word(0.0, duration, w, 1.0) for w in text.split()) if options.word_timestamps else ()
+        parts = text.split()
+        step = duration / len(parts)
+        words = (
+            tuple(Word(i * step, (i + 1) * step, w, 1.0) for i, w in enumerate(parts)) if options.word_timestamps else ()
+        )
 
         def segments() -> Iterator[Segment]:
             yield Segment(0.0, duration, text, words)
 
-        return TranscriptInfo(options.language or "en", 1.0, duration), segments()
+        return TranscriptInfo(options.language or "en", 1.0, duration, self.model), segments()
+
+    def transcribe_samples(self, samples, options: TranscribeOptions) -> list[Segment]:
+        import numpy as np
+
+        samples = np.asarray(samples, dtype=np.float32)
+        half = 8000
+        words = [
+            Word(i * 0.5, (i + 1) * 0.5, f"word{i}", 1.0)
+            for i in range(len(samples) // half)
+            if np.abs(samples[i * half : (i + 1) * half]).max() > 0.01
+        ]
+        return [Segment(words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))] if words else []

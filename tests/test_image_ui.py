@@ -1,41 +1,104 @@
-"""Image panel handlers on the fake engine: fast checks of the glue."""
+"""Image panel handlers on the fake engine: fast checks of the glue (the real-engine ones are in test_image_recipe.py)."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import threading
 
 import gradio as gr
 import pytest
 from PIL import Image
 
 from engines.fake import FakeImageEngine
+from engines.gallery import Gallery
 from ui import image
 
+CONTROLS = list(inspect.signature(image.read_controls).parameters)
+DEFAULTS = dict(
+    model="fake-colour", prompt="a red fox", negative_prompt="", width=64, height=64, steps=4, guidance=7.0,
+    sampler="Euler", seed=42, seed_mode="fixed", batch_count=1, batch_size=1, refiner=image.NO_REFINER,
+    refiner_start=0.8, init_image=None, strength=0.75,
+)  # fmt: skip
 
-def make_image(tmp_path, **overrides):
-    args = dict(prompt="a red fox", negative_prompt="", steps=4, guidance=7.0, seed=42, width=64, height=64, sampler="Euler")
-    args.update(overrides)
-    return image.generate(FakeImageEngine(), tmp_path, **args)
+
+def run(tmp_path, engine=None, cancel=None, **overrides) -> list[tuple]:
+    values = {**DEFAULTS, **overrides}
+    engine = engine or FakeImageEngine()
+    return list(image.generate(engine, Gallery(tmp_path), cancel or threading.Event(), *(values[n] for n in CONTROLS)))
+
+
+def final(updates: list[tuple]) -> dict:
+    """The last real value each output got: preview, result, info, gallery, seed."""
+    out = {}
+    for update in updates:
+        for name, value in zip(("preview", "result", "info", "gallery", "seed"), update):
+            if not (isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1):
+                out[name] = value
+    return out
 
 
 def test_image_is_saved_as_png_with_its_recipe(tmp_path):
-    path, info = make_image(tmp_path)
-    with Image.open(path) as im:
+    out = final(run(tmp_path, negative_prompt="blurry"))
+    with Image.open(out["result"]) as im:
         assert im.size == (64, 64)
-        assert "a red fox" in im.info["parameters"]
-        assert "Seed: 42" in im.info["parameters"]
+        assert im.info["parameters"].startswith("a red fox\nNegative prompt: blurry\nSteps: 4, Sampler: Euler")
+        assert "Seed: 42" in im.info["parameters"] and "Model hash: " in im.info["parameters"]
         recipe = json.loads(im.info["melange"])
     assert recipe["seed"] == 42 and recipe["steps"] == 4 and recipe["model"] == "fake-colour"
-    assert "Seed 42" in info
+    assert recipe["negative_prompt"] == "blurry" and len(recipe["model_hash"]) == 10
+    assert "Seed 42" in out["info"]
+    assert out["gallery"] == [out["result"]]
 
 
 def test_same_seed_same_image_and_a_random_seed_is_reported(tmp_path):
-    first, _ = make_image(tmp_path)
-    second, _ = make_image(tmp_path)
+    first = final(run(tmp_path))["result"]
+    second = final(run(tmp_path))["result"]
     assert first != second, "every image gets its own file"
     assert Image.open(first).tobytes() == Image.open(second).tobytes()
-    _, info = make_image(tmp_path, seed=-1)
+    info = final(run(tmp_path, seed=-1))["info"]
     assert "Seed -1" not in info and "Seed " in info
+
+
+def test_batches_and_seed_modes(tmp_path):
+    out = final(run(tmp_path / "fixed", seed=10, batch_count=2, batch_size=3))
+    assert "6 images · seeds 10…15" in out["info"]
+    assert "seed" not in out, "fixed mode leaves the seed box alone"
+    assert [p.rsplit("-", 1)[1] for p in out["gallery"]] == [f"{s}.png" for s in (15, 14, 13, 12, 11, 10)], "newest first"
+    out = final(run(tmp_path / "inc", seed=10, seed_mode="increment", batch_count=2))
+    assert out["seed"] == 12, "increment moves the seed box past the last seed used"
+    out = final(run(tmp_path / "random", seed=10, seed_mode="random", batch_size=4))
+    seeds = [int(p.rsplit("-", 1)[1][:-4]) for p in out["gallery"]]
+    assert len(set(seeds)) == 4 and 10 not in seeds
+
+
+def test_previews_are_sent_while_generating(tmp_path, monkeypatch):
+    monkeypatch.setattr(image, "PREVIEW_INTERVAL", 0.0)
+    updates = run(tmp_path, engine=FakeImageEngine(delay=0.02), steps=5)
+    previews = [u[0] for u in updates if isinstance(u[0], Image.Image)]
+    assert len(previews) >= 2, "previews arrive step by step"
+
+
+def test_cancel_stops_the_run_and_says_so(tmp_path):
+    cancel = threading.Event()
+    engine = FakeImageEngine(delay=0.01)
+    steps = []
+    original = engine.generate_batch
+
+    def generate_batch(batch, on_step=None, **kw):
+        def step(done, total):
+            steps.append(done)
+            if done == 3:
+                cancel.set()
+            on_step(done, total)
+
+        return original(batch, step, **kw)
+
+    engine.generate_batch = generate_batch
+    out = final(run(tmp_path, engine=engine, cancel=cancel, steps=100, batch_count=3))
+    assert steps == [1, 2, 3]
+    assert "Cancelled after step 3 of 100" in out["info"] and "No image was saved" in out["info"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -43,15 +106,70 @@ def test_same_seed_same_image_and_a_random_seed_is_reported(tmp_path):
     [
         ({"prompt": "  "}, "prompt is empty"),
         ({"width": 100}, "multiple of 8"),
+        ({"height": 4096}, "multiple of 8 between 64 and 2048"),
+        ({"width": 64.5}, "Width must be a whole number"),
         ({"steps": 0}, "Steps"),
         ({"steps": 10**6}, "Steps"),
         ({"guidance": -1.0}, "Guidance"),
+        ({"guidance": None}, "Guidance"),
         ({"seed": 1.5}, "whole number"),
         ({"seed": None}, "whole number"),
+        ({"seed": 2**40}, "below 2\\^32"),
         ({"sampler": "Nonsense"}, "Unknown sampler"),
+        ({"batch_size": 1000}, "Batch size"),
+        ({"batch_count": 0}, "Batch count"),
+        ({"seed_mode": "sometimes"}, "Seed mode"),
+        ({"model": "no-such-model"}, "Unknown image model"),
+        ({"refiner": "fake-refiner", "refiner_start": 1.0}, "Refiner start"),
+        ({"init_image": "x.png", "strength": 0.0}, "Strength"),
     ],
 )
 def test_bad_image_input_gets_a_clear_message(tmp_path, overrides, message):
     with pytest.raises(gr.Error, match=message):
-        make_image(tmp_path, **overrides)
+        run(tmp_path, **overrides)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_puts_every_control_back(tmp_path):
+    settings = dict(negative_prompt="blurry", width=96, height=64, steps=7, guidance=3.5, sampler="DPM++ 2M Karras",
+                    seed=99, refiner="fake-refiner", refiner_start=0.6)  # fmt: skip
+    path = final(run(tmp_path, **settings))["result"]
+    *values, info = image.restore(path, ["fake-colour", "fake-refiner"])
+    restored = dict(zip(image.RESTORED, values))
+    for key, value in {**DEFAULTS, **settings}.items():
+        if key in restored:
+            assert restored[key] == value, key
+    assert restored["size"] == image.CUSTOM and "seed 99" in info
+    # ...and they make the same image again.
+    again = final(run(tmp_path, **{k: restored.get(k, DEFAULTS[k]) for k in CONTROLS}))["result"]
+    assert Image.open(again).tobytes() == Image.open(path).tobytes()
+
+
+def test_restore_reads_a1111_pngs_and_refuses_others(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "a castle\nNegative prompt: fog\nSteps: 30, Sampler: DPM++ 2M, Schedule type: Karras, "
+                                "CFG scale: 6.5, Seed: 7, Size: 768x512, Model hash: abc, Model: sd_xl_base_1.0")  # fmt: skip
+    a1111 = tmp_path / "a1111.png"
+    Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
+    restored = dict(zip(image.RESTORED, image.restore(str(a1111), ["fake-colour"])))
+    assert (restored["prompt"], restored["negative_prompt"], restored["steps"], restored["sampler"]) == ("a castle", "fog", 30, "DPM++ 2M Karras")
+    assert (restored["guidance"], restored["seed"], restored["width"], restored["height"]) == (6.5, 7, 768, 512)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    with pytest.raises(gr.Error, match="no recipe"):
+        image.restore(str(plain), [])
+    bogus = tmp_path / "bogus.png"
+    bogus.write_bytes(b"not a png")
+    with pytest.raises(gr.Error, match="not an image"):
+        image.restore(str(bogus), [])
+
+
+def test_presets_fill_the_controls():
+    from ui.presets import load_presets
+
+    presets = load_presets().image
+    for preset in presets:
+        values = image.apply_preset(preset.name, presets)
+        assert values[2:5] == (preset.width, preset.height, preset.steps)

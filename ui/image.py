@@ -1,95 +1,369 @@
-"""Image panel: a prompt, steps and seed make an image; its PNG keeps the recipe."""
+"""Image panel: model, prompt, sampler, seed mode, batches, refiner and img2img; previews while it draws.
+
+Every image is saved with its recipe in the gallery folder; dropping such a PNG on the panel puts every
+control back as it was.
+"""
 
 from __future__ import annotations
 
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
 
-from engines.base import ImageEngine, ImageParams
-from engines.recipe import save_png
-from ui.common import ensure_loaded, model_line, user_errors
+from engines.base import (
+    MAX_BATCH_COUNT,
+    MAX_BATCH_SIZE,
+    SEED_MODES,
+    Cancelled,
+    ImageEngine,
+    ImageParams,
+    ImageResult,
+    check_batch,
+    seeds_for,
+)
+from engines.gallery import Gallery
+from engines.recipe import read_recipe
+from ui.common import model_line, progress_callback, user_errors
 from ui.presets import ImagePreset
 
 DEMO_NOTICE = (
     "**Demo pipeline.** The active image model is Melange's tiny built-in pipeline with random weights: "
     "it exercises the whole path offline but draws abstract noise, not your prompt. "
     "Start with `--image-model` pointing at a diffusers folder, a `.safetensors` checkpoint or a "
-    "Hugging Face repo id for real images."
+    "Hugging Face repo id for real images, or pick or type one in **Model**."
 )
+NO_REFINER = "None"
+CUSTOM = "Custom"
+SIZES: dict[str, tuple[int, int]] = {
+    "256²": (256, 256),
+    "512²": (512, 512),
+    "768²": (768, 768),
+    "1024²": (1024, 1024),
+    "16:9 (1024×576)": (1024, 576),
+    "9:16 (576×1024)": (576, 1024),
+    "16:9 XL (1344×768)": (1344, 768),
+}
+PREVIEW_INTERVAL = 0.15  # seconds between preview updates sent to the page
+
+
+def size_name(width: int, height: int) -> str:
+    return next((name for name, size in SIZES.items() if size == (width, height)), CUSTOM)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one press of Generate asks for: a recipe, and how many images of it with which seeds."""
+
+    params: ImageParams
+    seed_mode: str
+    batch_count: int
+    batch_size: int
+
+
+def whole(value, name: str, hint: str = "") -> int:
+    if value is None or value == "" or float(value) != int(float(value)):
+        raise gr.Error(f"{name} must be a whole number{hint}, got {value!r}.", title="Check your input")
+    return int(float(value))
+
+
+def read_controls(
+    model: str | None,
+    prompt: str,
+    negative_prompt: str,
+    width,
+    height,
+    steps,
+    guidance,
+    sampler: str,
+    seed,
+    seed_mode: str,
+    batch_count,
+    batch_size,
+    refiner: str | None,
+    refiner_start,
+    init_image: str | None,
+    strength,
+) -> Request:
+    """The controls' values as a checked request; anything wrong is a gr.Error naming the control."""
+    if guidance is None:
+        raise gr.Error("Guidance (CFG) must be a number.", title="Check your input")
+    params = ImageParams(
+        prompt=(prompt or "").strip(),
+        negative_prompt=(negative_prompt or "").strip(),
+        width=whole(width, "Width"),
+        height=whole(height, "Height"),
+        steps=whole(steps, "Steps"),
+        guidance=float(guidance),
+        seed=whole(seed, "The seed", " (-1 for a random one)"),
+        sampler=sampler,
+        model=(model or "").strip(),
+        refiner="" if refiner in (None, "", NO_REFINER) else refiner.strip(),
+        refiner_start=float(refiner_start if refiner_start is not None else 0.8),
+        init_image=init_image or None,
+        strength=float(strength if strength is not None else 0.75),
+    )
+    request = Request(params, seed_mode, whole(batch_count, "Batch count"), whole(batch_size, "Batch size"))
+    with user_errors():
+        params.check()
+        check_batch(request.batch_count, request.batch_size)
+        seeds_for(seed_mode, params.seed, 0, lambda: 0)  # checks the mode
+    return request
+
+
+def describe(results: list[ImageResult], paths: list[Path]) -> str:
+    p = results[-1].params
+    seeds = [r.params.seed for r in results]
+    seed_text = f"Seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} images · seeds {seeds[0]}…{seeds[-1]}"
+    parts = [seed_text, f"{p.steps} steps", p.sampler, f"CFG {p.guidance:g}", f"{p.width}×{p.height}", results[-1].model]
+    if p.refiner:
+        parts.append(f"refiner {p.refiner} from {p.refiner_start:.0%}")
+    if p.init_image:
+        parts.append(f"img2img strength {p.strength:g}")
+    parts.append(f"{sum(r.seconds for r in results) / len(results):.2f} s/image")
+    saved = f"`{paths[0].name}`" if len(paths) == 1 else f"`{paths[0].name}` … `{paths[-1].name}`"
+    return " · ".join(parts) + f" · saved as {saved}"
 
 
 def generate(
     engine: ImageEngine,
-    images_dir: Path,
-    prompt: str,
-    negative_prompt: str,
-    steps: float,
-    guidance: float,
-    seed: float | None,
-    width: float,
-    height: float,
-    sampler: str,
+    gallery: Gallery,
+    cancel: threading.Event,
+    *controls,
     progress: gr.Progress = gr.Progress(),
-) -> tuple[str, str]:
-    if seed is None or float(seed) != int(seed):
-        raise gr.Error("The seed must be a whole number (-1 for a random one).", title="Check your input")
-    params = ImageParams(
-        prompt=(prompt or "").strip(),
-        negative_prompt=(negative_prompt or "").strip(),
-        width=int(width),
-        height=int(height),
-        steps=int(steps),
-        guidance=float(guidance),
-        seed=int(seed),
-        sampler=sampler,
-    )
+) -> Iterator[tuple]:
+    """Yields (preview, result, info, gallery, seed) as the run goes; gr.skip() leaves one as it is."""
+    request = read_controls(*controls)
+    params, size = request.params, request.batch_size
+    total_images = request.batch_count * size
+    seeds = seeds_for(request.seed_mode, params.seed, total_images, lambda: secrets.randbelow(2**32))
     with user_errors():
-        params.check()
-    ensure_loaded(engine, progress)
+        engine.prepare(params, progress_callback(progress))
 
-    def on_step(step: int, total: int) -> None:
-        progress(step / total, desc=f"Step {step}/{total}")
+    results: list[ImageResult] = []
+    paths: list[Path] = []
+    skip = gr.skip()
+    for first in range(0, total_images, size):
+        batch = [replace(params, seed=s) for s in seeds[first : first + size]]
+        events: queue.Queue = queue.Queue()
 
+        def on_step(done: int, total: int, _first=first) -> None:
+            events.put(("step", done, total))
+
+        def work(batch=batch) -> None:
+            try:
+                events.put(("done", engine.generate_batch(batch, on_step, on_preview=lambda im: events.put(("preview", im)), cancel=cancel)))
+            except BaseException as e:  # handed to the handler's thread, which raises it there
+                events.put(("error", e))
+
+        threading.Thread(target=work, daemon=True, name="image-generate").start()
+        last_preview_at, pending_preview = 0.0, None
+        label = f"Image {first + 1}/{total_images}" if size == 1 else f"Images {first + 1}–{first + len(batch)} of {total_images}"
+        while True:
+            try:
+                event = events.get(timeout=PREVIEW_INTERVAL)
+            except queue.Empty:
+                event = ("tick",)
+            if event[0] == "step":
+                _, done, total = event
+                progress((first / size + done / total) / request.batch_count, desc=f"{label} · step {done}/{total}")
+            elif event[0] == "preview":
+                pending_preview = event[1]
+            elif event[0] == "error":
+                error = event[1]
+                if isinstance(error, Cancelled):
+                    info = f"{error} " + (describe(results, paths) if results else "No image was saved.")
+                    yield skip, skip, info, skip, skip
+                    return
+                with user_errors():
+                    raise error
+            elif event[0] == "done":
+                break
+            if pending_preview is not None and time.monotonic() - last_preview_at >= PREVIEW_INTERVAL:
+                yield pending_preview, skip, skip, skip, skip
+                last_preview_at, pending_preview = time.monotonic(), None
+        batch_results = event[1]
+        results += batch_results
+        paths += [gallery.save(r) for r in batch_results]
+        yield (
+            pending_preview if pending_preview is not None else skip,
+            str(paths[-1]),
+            describe(results, paths),
+            [str(p) for p in gallery.newest()],
+            skip,
+        )
+    next_seed = (results[-1].params.seed + 1) % 2**32 if request.seed_mode == "increment" else skip
+    yield skip, skip, skip, skip, next_seed
+
+
+def restore(path: str | None, models: list[str]) -> tuple:
+    """Control values from a dropped PNG's recipe, in the order of ``RESTORED``; a PNG without one is an error."""
+    if not path:
+        return tuple(gr.skip() for _ in RESTORED) + (gr.skip(),)
     with user_errors():
-        result = engine.generate(params, on_step=on_step)
-    path = save_png(result, images_dir)
-    used = result.params
-    info = (
-        f"Seed {used.seed} · {used.steps} steps · {used.sampler} · CFG {used.guidance} · "
-        f"{used.width}×{used.height} · {result.seconds:.2f} s · saved as `{path.name}`"
+        recipe = read_recipe(path)
+    if recipe is None:
+        raise gr.Error(f"{Path(path).name} carries no recipe (no Melange or A1111 parameters).", title="Nothing to restore")
+    defaults = ImageParams(prompt="")
+    get = lambda key: recipe.get(key, getattr(defaults, key))  # noqa: E731
+    model = recipe.get("model") or gr.skip()
+    note = ""
+    if isinstance(model, str) and model not in models and "/" not in model:
+        note = f" Its model {model!r} is not available here: pick one before generating."
+    width, height = int(get("width")), int(get("height"))
+    values = {
+        "model": model,
+        "prompt": get("prompt"),
+        "negative_prompt": get("negative_prompt"),
+        "size": size_name(width, height),
+        "width": width,
+        "height": height,
+        "steps": int(get("steps")),
+        "guidance": float(get("guidance")),
+        "sampler": get("sampler"),
+        "seed": int(get("seed")),
+        "seed_mode": "fixed",
+        "batch_count": 1,
+        "batch_size": 1,
+        "refiner": recipe.get("refiner") or NO_REFINER,
+        "refiner_start": float(get("refiner_start")),
+        "strength": float(get("strength")),
+    }
+    info = f"Restored the settings of `{Path(path).name}` (seed {values['seed']}).{note}"
+    return tuple(values[name] for name in RESTORED) + (info,)
+
+
+RESTORED = (
+    "model", "prompt", "negative_prompt", "size", "width", "height", "steps", "guidance", "sampler",
+    "seed", "seed_mode", "batch_count", "batch_size", "refiner", "refiner_start", "strength",
+)  # fmt: skip
+
+
+def apply_preset(name: str, presets: list[ImagePreset]) -> tuple:
+    preset = next(p for p in presets if p.name == name)
+    return (
+        preset.model if preset.model else gr.skip(),
+        size_name(preset.width, preset.height),
+        preset.width,
+        preset.height,
+        preset.steps,
+        preset.guidance,
+        preset.sampler,
+        preset.negative_prompt,
+        preset.refiner or NO_REFINER,
+        preset.refiner_start,
     )
-    return str(path), info
 
 
 def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> None:
     preset = presets[0]
+    gallery_store = Gallery(images_dir)
+    cancels: dict[str, threading.Event] = {}  # per browser session: Cancel stops only your own run
+    models = engine.models()
     if engine.status().demo:
         gr.Markdown(DEMO_NOTICE, elem_id="image-demo-notice")
-    model_info = gr.Markdown(lambda: model_line(engine))
+    model_info = gr.Markdown(model_line(engine))
     with gr.Row():
         with gr.Column(scale=2):
+            with gr.Row():
+                preset_box = gr.Dropdown([p.name for p in presets], value=preset.name, label="Preset", elem_id="image-preset")
+                model = gr.Dropdown(
+                    models, value=preset.model or models[0], label="Model", allow_custom_value=True, elem_id="image-model",
+                    info="From the models folder or the Hugging Face cache, or type a repo id (downloaded once).",
+                )  # fmt: skip
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="image-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=1)
+            negative = gr.Textbox(label="Negative prompt", lines=1, value=preset.negative_prompt, elem_id="image-negative")
+            size = gr.Radio([*SIZES, CUSTOM], value=size_name(preset.width, preset.height), label="Size", elem_id="image-size")
+            with gr.Row():
+                width = gr.Slider(64, 2048, value=preset.width, step=8, label="Width", elem_id="image-width")
+                height = gr.Slider(64, 2048, value=preset.height, step=8, label="Height", elem_id="image-height")
             with gr.Row():
                 steps = gr.Slider(1, 150, value=preset.steps, step=1, label="Steps", elem_id="image-steps")
-                guidance = gr.Slider(0.0, 30.0, value=preset.guidance, step=0.5, label="Guidance (CFG)")
-            with gr.Row():
-                width = gr.Slider(64, 2048, value=preset.width, step=8, label="Width")
-                height = gr.Slider(64, 2048, value=preset.height, step=8, label="Height")
+                guidance = gr.Slider(0.0, 30.0, value=preset.guidance, step=0.5, label="Guidance (CFG)", elem_id="image-guidance")
+                sampler = gr.Dropdown(list(engine.samplers), value=preset.sampler, label="Sampler", elem_id="image-sampler")
             with gr.Row():
                 seed = gr.Number(value=-1, precision=None, label="Seed (-1: random)", elem_id="image-seed")
-                sampler = gr.Dropdown(list(engine.samplers), value=preset.sampler, label="Sampler")
-            run = gr.Button("Generate", variant="primary", elem_id="image-generate")
+                seed_mode = gr.Radio(
+                    list(SEED_MODES), value="fixed", label="Seed mode", elem_id="image-seed-mode",
+                    info="fixed: seed, seed+1… each run · increment: the same, then the seed moves on · random: new each image",
+                )  # fmt: skip
+            with gr.Row():
+                batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count", elem_id="image-batch-count")
+                batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label="Batch size", elem_id="image-batch-size")
+            with gr.Accordion("Refiner", open=bool(preset.refiner)):
+                with gr.Row():
+                    refiner = gr.Dropdown(
+                        [NO_REFINER, *models], value=preset.refiner or NO_REFINER, label="Refiner model",
+                        allow_custom_value=True, elem_id="image-refiner",
+                    )  # fmt: skip
+                    refiner_start = gr.Slider(
+                        0.05, 0.95, value=preset.refiner_start, step=0.05, label="Refiner start", elem_id="image-refiner-start",
+                        info="Fraction of the steps after which the refiner takes over",
+                    )  # fmt: skip
+            with gr.Accordion("Image to image", open=False):
+                with gr.Row():
+                    init_image = gr.Image(label="Start from this image", type="filepath", sources=["upload", "clipboard"], elem_id="image-init")
+                    strength = gr.Slider(0.05, 1.0, value=0.75, step=0.05, label="Strength", elem_id="image-strength",
+                                         info="How much of the image is redrawn (1: all of it)")  # fmt: skip
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="image-generate")
+                stop = gr.Button("Cancel", variant="stop", elem_id="image-cancel")
+            recipe_drop = gr.File(
+                label="Drop a PNG here to restore its settings", file_types=[".png"], type="filepath", elem_id="image-recipe"
+            )
         with gr.Column(scale=3):
-            image = gr.Image(label="Result", type="filepath", format="png", elem_id="image-result", interactive=False)
+            with gr.Row():
+                preview = gr.Image(label="Preview", type="pil", interactive=False, elem_id="image-preview", height=256)
+                image = gr.Image(label="Result", type="filepath", format="png", elem_id="image-result", interactive=False)
             info = gr.Markdown(elem_id="image-info")
+            gallery = gr.Gallery(
+                lambda: [str(p) for p in gallery_store.newest()], label="Gallery (newest first)", columns=4,
+                elem_id="image-gallery", format="png", show_label=True,
+            )  # fmt: skip
 
-    def handler(*args, progress=gr.Progress()):
-        return generate(engine, images_dir, *args, progress=progress)
+    controls = [model, prompt, negative, width, height, steps, guidance, sampler, seed, seed_mode,
+                batch_count, batch_size, refiner, refiner_start, init_image, strength]  # fmt: skip
+    by_name = {
+        "model": model, "prompt": prompt, "negative_prompt": negative, "size": size, "width": width, "height": height,
+        "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed, "seed_mode": seed_mode,
+        "batch_count": batch_count, "batch_size": batch_size, "refiner": refiner, "refiner_start": refiner_start,
+        "strength": strength,
+    }  # fmt: skip
 
-    inputs = [prompt, negative, steps, guidance, seed, width, height, sampler]
-    for trigger in (run.click, prompt.submit):
-        trigger(handler, inputs, [image, info], concurrency_id="image").then(
-            lambda: model_line(engine), None, model_info
-        )
+    def handler(
+        model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode, batch_count,
+        batch_size, refiner, refiner_start, init_image, strength, request: gr.Request, progress=gr.Progress(),
+    ):  # fmt: skip
+        values = (model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode,
+                  batch_count, batch_size, refiner, refiner_start, init_image, strength)  # fmt: skip
+        event = cancels[request.session_hash] = threading.Event()
+        try:
+            yield from generate(engine, gallery_store, event, *values, progress=progress)
+        finally:
+            event.set()  # a closed page or a finished run: nothing left to stop
+            if cancels.get(request.session_hash) is event:
+                del cancels[request.session_hash]
+
+    def cancel(request: gr.Request) -> None:
+        event = cancels.get(request.session_hash)
+        if event is not None:
+            event.set()
+
+    gr.on(
+        [run.click, prompt.submit], handler, controls, [preview, image, info, gallery, seed],
+        concurrency_id="image", api_name="generate",
+    ).then(lambda: model_line(engine), None, model_info, api_visibility="private")  # fmt: skip
+    stop.click(cancel, None, None, concurrency_limit=None, api_name="cancel")
+    size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], api_visibility="private")
+    recipe_drop.upload(
+        lambda path: restore(path, engine.models()), recipe_drop, [*(by_name[n] for n in RESTORED), info], api_name="restore"
+    )
+    preset_box.change(
+        lambda name: apply_preset(name, presets), preset_box,
+        [model, size, width, height, steps, guidance, sampler, negative, refiner, refiner_start], api_visibility="private",
+    )  # fmt: skip

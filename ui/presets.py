@@ -8,9 +8,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engines.base import SAMPLERS
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -34,11 +36,15 @@ class ChatPreset(_Preset):
 
 
 class ImagePreset(_Preset):
-    sampler: str = "Euler"
+    model: str | None = None  # a model name, folder, .safetensors file or repo id; None keeps the current one
+    sampler: Literal[SAMPLERS] = "Euler"
     steps: int = Field(20, ge=1, le=150)
     guidance: float = Field(7.0, ge=0.0, le=30.0)
     width: int = Field(512, ge=64, le=2048, multiple_of=8)
     height: int = Field(512, ge=64, le=2048, multiple_of=8)
+    negative_prompt: str = ""
+    refiner: str | None = None  # a second model that finishes the image
+    refiner_start: float = Field(0.8, gt=0.0, lt=1.0)
 
 
 class TranscribePreset(_Preset):

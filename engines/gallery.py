@@ -1,0 +1,47 @@
+"""Generated images on disk: numbered PNGs with their recipe, listed newest first, kept across restarts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from engines.base import ImageResult
+from engines.recipe import png_info
+
+_NUMBERED = re.compile(r"^(\d{5,})-")
+
+
+class Gallery:
+    """One folder of PNGs named ``00042-<seed>.png``: the number orders them, the name never collides."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _number(self, path: Path) -> int:
+        match = _NUMBERED.match(path.name)
+        return int(match.group(1)) if match else -1
+
+    def save(self, result: ImageResult) -> Path:
+        image = result.image
+        assert isinstance(image, Image.Image)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        number = max((self._number(p) for p in self.folder.glob("*.png")), default=-1) + 1
+        info = png_info(result)
+        while True:
+            path = self.folder / f"{number:05d}-{result.params.seed}.png"
+            try:
+                with path.open("xb") as f:  # exclusive: two sessions saving at once never overwrite
+                    image.save(f, format="PNG", pnginfo=info)
+                return path
+            except FileExistsError:
+                number += 1
+
+    def newest(self, limit: int = 200) -> list[Path]:
+        """PNGs newest first (by number, then modification time for files named otherwise)."""
+        if not self.folder.is_dir():
+            return []
+        files = [p for p in self.folder.glob("*.png") if p.is_file()]
+        files.sort(key=lambda p: (self._number(p), p.stat().st_mtime_ns), reverse=True)
+        return files[:limit]
