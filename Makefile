@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install system-deps cuda bench clean-venv
+.PHONY: run test install system-deps cuda bench bench-chat bench-image bench-speech clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ system-deps:
 cuda: $(STAMP)
 	CMAKE_ARGS="-DGGML_CUDA=on" $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python
 	$(PY) -m pip install "nvidia-cublas-cu12>=12.4,<13"
+
+# Benchmarks print JSON (app vs raw engine in one run); copies land in bench/results/.
+bench: bench-chat bench-image bench-speech
+
+bench-chat bench-image bench-speech: bench-%: $(STAMP)
+	mkdir -p bench/results
+	$(PY) bench/$*.py | tee bench/results/$*.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,6 +21,7 @@ import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
 from engines.residency import ResidencyManager, parse_size
+from engines.speakers import SpeakerLabeler
 from settings import Settings, parse_settings
 from ui.presets import Presets, load_presets
 
@@ -135,7 +136,9 @@ def build_app(
         with gr.Tab("Image", id="image"):
             ui.image.build(engines.image, presets.image, settings.data_dir / "images")
         with gr.Tab("Transcribe", id="transcribe"):
-            ui.transcribe.build(engines.speech, presets.transcribe)
+            ui.transcribe.build(
+                engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models"
+            )
     # One job at a time per engine (events share a concurrency_id per engine); panels run side by side.
     blocks.queue(default_concurrency_limit=1)
     return blocks

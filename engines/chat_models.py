@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines import embedded
-from engines.base import EngineError, InputError
+from engines.base import InputError
+from engines.hub import check_repo_id, hub_errors
 
 
 @dataclass(frozen=True)
@@ -31,29 +32,9 @@ def find_models(models_dir: Path) -> list[ModelChoice]:
 def download(repo_id: str, filename: str) -> Path:
     """Fetch one GGUF file from the Hugging Face hub (or its cache). Progress shows through tqdm."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
 
-    repo_id, filename = repo_id.strip(), filename.strip()
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise InputError(f"A Hugging Face repo looks like owner/name, got {repo_id!r}.")
+    repo_id, filename = check_repo_id(repo_id), filename.strip()
     if not filename.endswith(".gguf"):
         raise InputError(f"Choose a .gguf file from the repo, got {filename!r}.")
-    try:
+    with hub_errors(repo_id, filename, "Check the network, or put the .gguf file in the models folder."):
         return Path(hf_hub_download(repo_id, filename))
-    except RepositoryNotFoundError as e:
-        raise InputError(f"No model repo {repo_id!r} on the Hugging Face hub (or it is private).") from e
-    # LocalEntryNotFoundError is an EntryNotFoundError: it goes first.
-    except LocalEntryNotFoundError as e:
-        raise EngineError(
-            f"Cannot reach the Hugging Face hub and {filename} is not in the local cache. "
-            "Check the network, or put the .gguf file in the models folder."
-        ) from e
-    except EntryNotFoundError as e:
-        raise InputError(f"The repo {repo_id!r} has no file {filename!r}.") from e
-    except (HfHubHTTPError, OSError) as e:
-        raise EngineError(f"The download of {repo_id}/{filename} failed: {e}") from e

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from engines.base import EngineError, InputError, ProgressCallback
+from engines.hub import check_repo_id, hub_errors
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +175,10 @@ def download(repo_id: str, progress: ProgressCallback | None, prefer_fp16: bool 
     model in the cache, the cached copy is used.
     """
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     from tqdm.auto import tqdm
 
-    if not REPO_ID.match(repo_id):
-        raise InputError(f"{repo_id!r} is not a Hugging Face repo id (owner/name).")
+    repo_id = check_repo_id(repo_id)
 
     class Report(tqdm):  # snapshot_download's byte counters, turned into our progress callback
         def __init__(self, *args, **kwargs):
@@ -193,7 +193,7 @@ def download(repo_id: str, progress: ProgressCallback | None, prefer_fp16: bool 
                 progress(min(self.n / self.total, 1.0), f"Downloading {repo_id}: {self.n / 1e9:.2f} of {self.total / 1e9:.2f} GB")
             return done
 
-    try:
+    with hub_errors(repo_id, offline_hint="Connect and try again, or pick a model from the models folder."):
         try:
             files = HfApi().list_repo_files(repo_id)
         except (RepositoryNotFoundError, GatedRepoError):
@@ -212,17 +212,6 @@ def download(repo_id: str, progress: ProgressCallback | None, prefer_fp16: bool 
             progress(0.0, f"Downloading {repo_id}…")
         folder = snapshot_download(repo_id, allow_patterns=allow, tqdm_class=Report)
         return Path(folder), variant
-    except GatedRepoError as e:
-        raise InputError(f"{repo_id} is gated on Hugging Face: accept its licence there and log in (hf auth login).") from e
-    except RepositoryNotFoundError as e:
-        raise InputError(f"There is no model {repo_id} on Hugging Face (or it is private).") from e
-    except LocalEntryNotFoundError as e:
-        raise EngineError(
-            f"{repo_id} is not downloaded yet and Hugging Face cannot be reached (offline?). "
-            "Connect and try again, or pick a model from the models folder."
-        ) from e
-    except OSError as e:
-        raise EngineError(f"Downloading {repo_id} failed: {e}") from e
 
 
 class _Null:

@@ -1,7 +1,8 @@
-"""Transcribe audio files with a Whisper model through faster-whisper (CTranslate2), kept resident.
+"""Transcribe audio with a Whisper model through faster-whisper (CTranslate2), kept resident.
 
-The file is probed with PyAV before anything heavy happens, so a bad upload gets a clear
-``InputError`` instead of an FFmpeg traceback from deep inside the decoder.
+Files are probed first (``engines.audio_stream``) so a bad upload gets a clear ``InputError``, then
+decoded ten minutes at a time: a three-hour recording never sits in memory whole, and the first
+segments appear while the rest is still being read.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import gc
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from engines.base import (
     EngineError,
@@ -21,6 +24,7 @@ from engines.base import (
     TranscriptInfo,
     Word,
 )
+from engines.audio_stream import SAMPLE_RATE, iter_chunks, probe_audio  # noqa: F401  (probe_audio: re-exported)
 
 MODEL_FILE = "model.bin"
 
@@ -42,55 +46,22 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
-def probe_audio(audio_path: str | Path) -> None:
-    """Raise InputError unless the file exists, is readable and holds at least one decodable audio frame.
-
-    Decoding a single frame is cheap and catches files whose header parses but whose data does not.
-    """
-    import av  # imported here so the app starts without PyAV's FFmpeg libraries loaded
-
-    path = Path(audio_path)
-    name = path.name or str(path)
-    if not path.exists():
-        raise InputError(f"Audio file not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{name} is a folder, not an audio file.")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as e:
-        raise InputError(f"{name} cannot be read ({e.strerror or e}).") from e
-    if path.stat().st_size == 0:
-        raise InputError(f"{name} is empty (0 bytes): there is no audio to transcribe.")
-    try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                kinds = sorted({s.type for s in container.streams})
-                holds = f" (it holds only {', '.join(kinds)})" if kinds else ""
-                raise InputError(f"{name} has no audio track{holds}.")
-            for _frame in container.decode(container.streams.audio[0]):
-                break
-            else:
-                raise InputError(f"{name} has an audio track but it holds no sound that can be decoded.")
-    except av.error.FFmpegError as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise InputError(
-            f"{name} is not an audio file that can be read ({reason}). "
-            "Try a WAV, MP3, FLAC, M4A or OGG file."
-        ) from e
-
-
-def to_segments(raw: Iterable) -> Iterator[Segment]:
+def to_segments(raw: Iterable, offset: float = 0.0) -> Iterator[Segment]:
     """Map faster-whisper segments to ours one at a time: ``raw`` decodes audio as it is consumed.
 
-    Whisper puts a leading space on segment and word text; it is stripped so the UI need not.
+    ``offset`` moves times from a chunk's start to the file's. Whisper puts a leading space on segment
+    and word text; it is stripped so the UI need not.
     """
     try:
         for s in raw:
             words = tuple(
-                Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in s.words or ()
+                Word(float(w.start) + offset, float(w.end) + offset, w.word.strip(), float(w.probability))
+                for w in s.words or ()
+                if w.word.strip()
             )
-            yield Segment(float(s.start), float(s.end), s.text.strip(), words)
+            text = s.text.strip()
+            if text:
+                yield Segment(float(s.start) + offset, float(s.end) + offset, text, words)
     except RuntimeError as e:  # CTranslate2 reports device failures (CUDA out of memory...) as RuntimeError
         raise EngineError(f"Transcription failed: {e}") from e
     finally:
@@ -101,6 +72,7 @@ def to_segments(raw: Iterable) -> Iterator[Segment]:
 
 class WhisperSpeechEngine:
     kind = "speech"
+    chunk_seconds = 600.0  # decoded audio held at once: 10 minutes is 38 MB of float32
 
     def __init__(
         self,
@@ -110,14 +82,37 @@ class WhisperSpeechEngine:
         display_name: str | None = None,
         cpu_threads: int = 0,
     ) -> None:
-        self.local = is_local_model(model)
-        self.model = Path(model).expanduser() if self.local else str(model)
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
-        self.display_name = display_name or (self.model.name if self.local else self.model)
         self.cpu_threads = cpu_threads
         self._model = None
         self._lock = threading.Lock()  # two first requests at once must not load the model twice
+        self._use(model, display_name)
+
+    def _use(self, model: str | Path, display_name: str | None) -> None:
+        self.local = is_local_model(model)
+        self.model = Path(model).expanduser() if self.local else str(model)
+        self.display_name = display_name or (self.model.name if self.local else self.model)
+
+    def switch(self, model: str | Path, display_name: str | None = None, progress: ProgressCallback | None = None) -> None:
+        """Use another model: the old one is freed, the new one loaded now (downloaded first for a hub id).
+
+        If the new one cannot load, the engine goes back to the old one (loaded again on next use).
+        """
+        if is_local_model(model):
+            check_model_folder(Path(model).expanduser())
+        old = (self.model, self.display_name)
+        with self._lock:
+            self._model = None
+            self._use(model, display_name)
+        gc.collect()
+        try:
+            self._loaded(progress)
+        except Exception:
+            with self._lock:
+                self._model = None
+                self._use(*old)
+            raise
 
     def status(self) -> EngineStatus:
         return EngineStatus("speech", "faster-whisper", self.display_name, self._model is not None, self.device)
@@ -131,22 +126,24 @@ class WhisperSpeechEngine:
             if self._model is None:
                 if progress:
                     progress(None, f"Loading {self.display_name}…")
-                self._model = self._open()
+                self._model = self._open(progress)
             return self._model
 
-    def _open(self):
+    def _open(self, progress: ProgressCallback | None = None):
         if self.local:
             check_model_folder(self.model)
+            path = self.model
+        else:
+            from engines.speech_models import download
+
+            path = download(self.model, progress)
+            if progress:
+                progress(None, f"Loading {self.display_name}…")
         from faster_whisper import WhisperModel  # imported here so the fake engines run without CTranslate2
 
         try:
-            return WhisperModel(
-                str(self.model),
-                device=self.device,
-                compute_type=self.compute_type,
-                cpu_threads=self.cpu_threads,
-            )
-        except (OSError, RuntimeError, ValueError) as e:  # hub download errors are OSErrors
+            return WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads)
+        except (OSError, RuntimeError, ValueError) as e:
             raise EngineError(f"Could not load Whisper model {self.display_name}: {e}") from e
 
     def unload(self) -> None:
@@ -157,32 +154,82 @@ class WhisperSpeechEngine:
                 self._model = None
                 gc.collect()
 
-    def transcribe(self, audio_path: str, options: TranscribeOptions) -> tuple[TranscriptInfo, Iterator[Segment]]:
+    # ---------------------------------------------------------------- transcription
+
+    def _check(self, model, options: TranscribeOptions) -> str | None:
         options.check()
-        probe_audio(audio_path)
-        model = self._loaded()
         language = (options.language or "").strip().lower() or None
-        if language is not None and language not in model.supported_languages:
-            if model.supported_languages == ["en"]:
+        if not model.model.is_multilingual:
+            if language not in (None, "en"):
                 raise InputError(f"{self.display_name} only transcribes English; choose English or auto-detect.")
+            if options.task == "translate":
+                raise InputError(f"{self.display_name} is English-only: translation needs a multilingual model.")
+            return "en"
+        if language is not None and language not in model.supported_languages:
             raise InputError(f"Unknown language code {options.language!r}; use a code such as 'en' or 'fr'.")
+        return language
 
-        import av
-
+    def _run(self, model, samples: np.ndarray, language: str | None, options: TranscribeOptions, **extra):
+        """faster-whisper on one chunk: runs the VAD and detects the language now; segments come lazily."""
+        common = dict(
+            language=language,
+            task=options.task,
+            beam_size=options.beam_size,
+            vad_filter=options.vad_filter,
+            word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt.strip() or None,
+            hotwords=options.hotwords.strip() or None,
+            **extra,
+        )
         try:
-            # Decodes the whole file, runs the VAD and detects the language now; segments come later.
-            raw, info = model.transcribe(
-                str(audio_path),
-                language=language,
-                beam_size=options.beam_size,
-                vad_filter=options.vad_filter,
-                word_timestamps=options.word_timestamps,
-            )
-        except av.error.FFmpegError as e:
-            raise InputError(f"{Path(audio_path).name} could not be decoded: {e}") from e
+            if options.batched:
+                from faster_whisper import BatchedInferencePipeline
+
+                if not options.vad_filter:  # without the VAD, the batches are plain 30-second windows
+                    seconds = len(samples) / SAMPLE_RATE
+                    common["clip_timestamps"] = [
+                        {"start": t, "end": min(t + 30.0, seconds)} for t in np.arange(0.0, seconds, 30.0)
+                    ]
+                return BatchedInferencePipeline(model).transcribe(samples, batch_size=options.batch_size, **common)
+            return model.transcribe(samples, **common)
         except RuntimeError as e:
             raise EngineError(f"Transcription failed: {e}") from e
-        return (
-            TranscriptInfo(info.language, float(info.language_probability), float(info.duration)),
-            to_segments(raw),
+
+    def transcribe(self, audio_path: str, options: TranscribeOptions) -> tuple[TranscriptInfo, Iterator[Segment]]:
+        options.check()
+        header_duration = probe_audio(audio_path)
+        model = self._loaded()
+        language = self._check(model, options)
+        chunks = iter_chunks(audio_path, self.chunk_seconds)
+        offset, samples = next(chunks, (0.0, np.zeros(0, np.float32)))
+        if len(samples) == 0:
+            raise InputError(f"{Path(audio_path).name} holds no sound that can be decoded.")
+        raw, info = self._run(model, samples, language, options)
+        language = language or info.language  # later chunks keep the language found in the first
+        # A file in one chunk is measured exactly; a longer one goes by its header until all is decoded.
+        long_file = header_duration is not None and header_duration > self.chunk_seconds
+        duration = header_duration if long_file else float(info.duration)
+        del samples
+
+        def segments() -> Iterator[Segment]:
+            try:
+                yield from to_segments(raw, offset)
+                for chunk_offset, chunk in chunks:
+                    chunk_raw, _ = self._run(model, chunk, language, options)
+                    yield from to_segments(chunk_raw, chunk_offset)
+            finally:
+                chunks.close()
+
+        info = TranscriptInfo(
+            info.language, float(info.language_probability), duration, self.display_name, model.model.is_multilingual
         )
+        return info, segments()
+
+    def transcribe_samples(self, samples, options: TranscribeOptions) -> list[Segment]:
+        """One short array at once, for live captions: no context carried between calls."""
+        model = self._loaded()
+        language = self._check(model, options)
+        raw, _ = self._run(
+            model, np.asarray(samples, dtype=np.float32), language, options, condition_on_previous_text=False
+        )
+        return list(to_segments(raw))

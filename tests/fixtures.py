@@ -124,3 +124,87 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     if not hypothesis.strip():  # jiwer rejects an empty hypothesis; every reference word is then missed
         return 1.0
     return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)
+
+
+# ---------------------------------------------------------------- speakers, long files, odd formats
+
+# Two synthetic voices as different as espeak-ng makes them: an American male voice and a British
+# female variant at a higher pitch. Each turn is one sentence; turns alternate A, B, A, B.
+VOICE_A = ("en-us", 40)  # (voice, pitch 0-99)
+VOICE_B = ("en-gb+f3", 80)
+TWO_VOICE_TURNS = (
+    (0, "Good morning. Today we will talk about the weather and the river."),
+    (1, "The weather is cold and wet, and the river is very high this week."),
+    (0, "We went to the market on Monday and bought some apples and bread."),
+    (1, "I went to the market on Friday and bought some milk and cheese."),
+)
+TURN_GAP_SECONDS = 0.8
+
+# For the benchmark and the long-file tests: about 70 seconds of one voice with short pauses.
+LONG_SENTENCES = (
+    "Good morning. Today we will talk about the weather and the river.",
+    "We went to the market on Monday and bought some apples and bread.",
+    "The weather is cold and wet, and the river is very high this week.",
+    "In the afternoon we walked to the park and sat under a tall tree.",
+    "My sister makes soup every evening and we eat it with warm bread.",
+    "The train leaves at seven in the morning and arrives at noon.",
+)
+
+
+def _espeak(out: Path, text: str, voice: str, pitch: int, rate: int) -> None:
+    raw = out.with_suffix(".espeak.wav")
+    _run("espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", str(raw), text)
+    _run("sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out))
+    raw.unlink()
+
+
+def concat_wavs(parts: list[Path], out: Path, gap: float) -> Path:
+    """The parts one after another with ``gap`` seconds of silence between them (and after the last)."""
+    silence = out.with_name(f"{out.stem}.gap.wav")
+    _run("sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(silence), "trim", "0", str(gap))
+    sequence = [str(p) for part in parts for p in (part, silence)]
+    _run("sox", "-D", *sequence, str(out))
+    silence.unlink()
+    return out
+
+
+def two_voice_wav(directory: str | Path, name: str = "two_voices.wav") -> tuple[Path, list[tuple[int, float, float]]]:
+    """Alternating turns of VOICE_A and VOICE_B, and the truth: (voice index, start, end) per turn."""
+    directory = Path(directory)
+    parts, turns, t = [], [], 0.0
+    for i, (who, text) in enumerate(TWO_VOICE_TURNS):
+        voice, pitch = (VOICE_A, VOICE_B)[who]
+        part = directory / f"turn{i}.wav"
+        _espeak(part, text, voice, pitch, SPEECH_RATE)
+        length = wav_duration(part)
+        parts.append(part)
+        turns.append((who, t, t + length))
+        t += length + TURN_GAP_SECONDS
+    out = concat_wavs(parts, directory / name, TURN_GAP_SECONDS)
+    for part in parts:
+        part.unlink()
+    return out, turns
+
+
+def long_speech_wav(directory: str | Path, min_seconds: float = 60.0, name: str = "long_speech.wav") -> tuple[Path, str]:
+    """At least ``min_seconds`` of LONG_SENTENCES read by VOICE_A with 0.6 s pauses, and the words spoken."""
+    directory = Path(directory)
+    parts = []
+    for i, text in enumerate(LONG_SENTENCES):
+        part = directory / f"long{i}.wav"
+        _espeak(part, text, SPEECH_VOICE, 50, SPEECH_RATE)
+        parts.append(part)
+    once = concat_wavs(parts, directory / f"{Path(name).stem}.once.wav", 0.6)
+    repeats = max(1, int(-(-min_seconds // wav_duration(once))))
+    out = concat_wavs([once] * repeats, directory / name, 0.01)
+    for part in [*parts, once]:
+        part.unlink()
+    return out, " ".join(LONG_SENTENCES * repeats)
+
+
+def stereo_96k(wav: str | Path, name: str = "stereo96k.wav") -> Path:
+    """``wav`` as 96 kHz, two-channel, 24-bit: what a field recorder writes."""
+    wav = Path(wav)
+    out = wav.with_name(name)
+    _run("sox", "-D", str(wav), "-r", "96000", "-c", "2", "-b", "24", str(out))
+    return out

@@ -9,7 +9,7 @@ import pytest
 
 from engines.base import ChatMessage, ChatParams
 from engines.fake import FakeChatEngine, FakeImageEngine, FakeSpeechEngine
-from engines.residency import ManagedEngine, ResidencyManager, parse_size, process_rss
+from engines.residency import ResidencyManager, parse_size, process_rss
 
 GB = 10**9
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import wave
+from pathlib import Path
 
 import gradio as gr
 import pytest
+import srt
 
+from engines.base import Segment, Transcript, TranscriptInfo, Word
 from engines.fake import FakeSpeechEngine
 from ui import transcribe
+from ui.transcribe import FileOptions, TranscribePanel
 
 
 def write_wav(path, seconds=1.5, rate=16000):
@@ -20,22 +25,125 @@ def write_wav(path, seconds=1.5, rate=16000):
     return path
 
 
-def test_transcribe_streams_text_timestamps_and_info(tmp_path):
-    wav = write_wav(tmp_path / "a.wav")
-    updates = list(transcribe.transcribe(FakeSpeechEngine(), str(wav), transcribe.AUTO_LANGUAGE, 5, True))
-    text, timed, info = updates[-1]
+class FakeLabeler:
+    """Calls the first half of the words Speaker 1 and the rest Speaker 2."""
+
+    def __init__(self):
+        self.calls = []
+
+    def label(self, audio, segments, num_speakers=None):
+        self.calls.append(num_speakers)
+        out = []
+        for s in segments:
+            half = len(s.words) // 2
+            for name, words in (("Speaker 1", s.words[:half]), ("Speaker 2", s.words[half:])):
+                words = tuple(Word(w.start, w.end, w.text, w.probability, name) for w in words)
+                out.append(Segment(words[0].start, words[-1].end, " ".join(w.text for w in words), words, name))
+        return out
+
+
+@pytest.fixture
+def panel():
+    return TranscribePanel(FakeSpeechEngine(), FakeLabeler())
+
+
+def run(panel, path, **options):
+    return list(panel.transcribe(str(path) if path else path, FileOptions(**options)))
+
+
+def test_transcribe_streams_text_timestamps_info_and_exports(panel, tmp_path):
+    updates = run(panel, write_wav(tmp_path / "a.wav"))
+    assert updates[0][:2] == ("", "")  # the header comes before the first segment
+    text, timed, info, transcript, files, rows = updates[-1]
     assert text == "fake transcript of 1.5 seconds"
     assert timed.startswith("[00:00.0 → 00:01.5]")
-    assert "Language **en**" in info and "done in" in info
+    assert "Language **en**" in info and "done in" in info and "real-time factor" in info
+    assert isinstance(transcript, Transcript) and rows == []
+    assert sorted(Path(f).suffix for f in files) == [".json", ".srt", ".txt", ".vtt"]
+    by_suffix = {Path(f).suffix: Path(f).read_text() for f in files}
+    assert Path(files[0]).stem == "a"
+    cues = list(srt.parse(by_suffix[".srt"]))
+    assert [c.content for c in cues] == [text]
+    assert by_suffix[".vtt"].startswith("WEBVTT")
+    data = json.loads(by_suffix[".json"])
+    assert data["text"] == text and data["model"] == "fake-whisper" and data["options"]["beam_size"] == 5
 
 
-def test_transcribe_without_a_file_asks_for_one():
+def test_options_reach_the_engine(tmp_path):
+    seen = []
+    engine = FakeSpeechEngine()
+    original = engine.transcribe
+    engine.transcribe = lambda path, options: (seen.append(options), original(path, options))[1]
+    panel = TranscribePanel(engine, FakeLabeler())
+    run(panel, write_wav(tmp_path / "a.wav"), language="fr", task="translate", beam_size=3, vad_filter=False,
+        initial_prompt="Melange", hotwords="CTranslate2", batched=True, speakers=True)  # fmt: skip
+    options = seen[0]
+    assert (options.language, options.task, options.beam_size, options.vad_filter) == ("fr", "translate", 3, False)
+    assert (options.initial_prompt, options.hotwords, options.batched) == ("Melange", "CTranslate2", True)
+    assert options.word_timestamps, "speaker labels need word timestamps, so they are switched on"
+
+
+def test_speakers_are_labelled_shown_and_renamed(panel, tmp_path):
+    *_, (text, timed, info, transcript, files, rows) = run(panel, write_wav(tmp_path / "a.wav"), speakers=True, num_speakers=2)
+    assert panel.speakers.calls == [2]
+    assert rows == [["Speaker 1", ""], ["Speaker 2", ""]]
+    assert "Speaker 1: fake transcript" in timed and "Speaker 2: of 1.5 seconds" in timed
+    timed, files = panel.rename(transcript, [["Speaker 1", "Alice"], ["Speaker 2", " "]])
+    assert "Alice: fake transcript" in timed and "Speaker 2: of 1.5 seconds" in timed
+    by_suffix = {Path(f).suffix: Path(f).read_text() for f in files}
+    assert "Alice: fake" in by_suffix[".srt"] and "<v Alice>fake" in by_suffix[".vtt"]
+    assert json.loads(by_suffix[".json"])["speakers"] == ["Alice", "Speaker 2"]
+
+
+def test_rename_before_any_transcript_asks_for_one(panel):
+    with pytest.raises(gr.Error, match="Transcribe something first"):
+        panel.rename(None, [])
+
+
+def test_transcribe_without_a_file_asks_for_one(panel):
     with pytest.raises(gr.Error, match="Upload or record"):
-        list(transcribe.transcribe(FakeSpeechEngine(), None, "en", 5, True))
+        run(panel, None)
 
 
-def test_transcribe_turns_unreadable_audio_into_a_clear_message(tmp_path):
+def test_transcribe_turns_unreadable_audio_into_a_clear_message(panel, tmp_path):
     bogus = tmp_path / "notes.wav"
     bogus.write_text("this is not audio")
     with pytest.raises(gr.Error, match="not a readable"):
-        list(transcribe.transcribe(FakeSpeechEngine(), str(bogus), "en", 5, True))
+        run(panel, bogus)
+
+
+def test_bad_beam_size_is_a_clear_message(panel, tmp_path):
+    with pytest.raises(gr.Error, match="Beam size"):
+        run(panel, write_wav(tmp_path / "a.wav"), beam_size=0)
+
+
+def test_live_stop_without_a_recording_explains_the_microphone(panel):
+    with pytest.raises(gr.Error, match="microphone"):
+        list(panel.live_stop(None, FileOptions()))
+
+
+def test_info_line_for_english_only_and_translation():
+    info = TranscriptInfo("en", 1.0, 65.0, "tiny.en", multilingual=False)
+    assert transcribe.info_line(Transcript(info)) == "Language **en** (English-only model) · 01:05.0 of audio"
+    info = TranscriptInfo("fr", 0.93, 3725.0, "base", multilingual=True)
+    from engines.base import TranscribeOptions
+
+    line = transcribe.info_line(Transcript(info, [], TranscribeOptions(task="translate")))
+    assert line == "Language **fr** (93%) → English · 1:02:05.0 of audio"
+
+
+def test_captions_html_shows_the_tentative_tail_grey_and_escapes():
+    from engines.live_captions import Captions
+
+    page = transcribe.captions_html(Captions("Good <b>morning</b>.", "today we", 2.0))
+    assert "Good &lt;b&gt;morning&lt;/b&gt;." in page
+    assert 'class="tentative" style="color:#888' in page and "today we" in page
+    assert "tentative" not in transcribe.captions_html(Captions("done", "", 1.0))
+
+
+def test_switching_to_a_broken_model_is_a_clear_message():
+    engine = FakeSpeechEngine()
+    panel = TranscribePanel(engine, FakeLabeler())
+    with pytest.raises(Exception, match="model.bin"):
+        engine.switch("/models/missing")
+    assert panel.engine.status().model == "fake-whisper"

@@ -52,6 +52,10 @@ class TranscribePreset(_Preset):
     beam_size: int = Field(5, ge=1, le=10)
     vad_filter: bool = True
     word_timestamps: bool = False
+    task: Literal["transcribe", "translate"] = "transcribe"
+    batched: bool = False
+    speakers: bool = False
+    num_speakers: int = Field(0, ge=0, le=8)  # 0: estimate
 
 
 P = TypeVar("P", bound=_Preset)

@@ -38,7 +38,7 @@ def test_chat_reply_streams_in(real_app, page):
     page.press("#chat-input textarea", "Enter")
     expect(page.locator('#chatbot [data-testid="user"]').last).to_have_text("Write a short poem about the sea.")
     expect(page.locator("#chat-stats")).to_contain_text("tok/s", timeout=120_000)
-    seen = watch_reply(page, lambda texts: bool(texts))
+    watch_reply(page, lambda texts: bool(texts))
     final = bot_text(page)
     assert len(final.split()) >= 5
     assert "<|im_" not in final

@@ -1,0 +1,138 @@
+"""Speech benchmark: the same project-made file (>= 60 s) through raw faster-whisper and through the
+running app's API, plus live-caption latency in headless Chromium with a fake microphone. Prints JSON.
+
+    .venv/bin/python bench/speech.py [--runs 3] [--threads 2] [--no-live]
+
+Real-time factor (RTF) = processing seconds / audio seconds (lower is faster). ``ratio`` is raw RTF /
+app RTF: 1.0 means the app is as fast as faster-whisper alone (target >= 0.95).
+Live latency: for each word, the time it first shows on the page (confirmed or grey) minus the time
+its end was played by the fake microphone. Playback is taken to start when Record is clicked, so the
+figures are an upper bound (the microphone opens a little after the click).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engines import embedded  # noqa: E402
+from tests import fixtures  # noqa: E402
+
+BEAM_SIZE = 5
+
+
+def raw_rtf(path: Path, runs: int, threads: int) -> tuple[float, str]:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(embedded.whisper_tiny_en()), device="cpu", compute_type="int8", cpu_threads=threads)
+    times, text = [], ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        segments, info = model.transcribe(str(path), beam_size=BEAM_SIZE, vad_filter=True)
+        text = " ".join(s.text.strip() for s in segments)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) / info.duration, text
+
+
+def app_rtf(url: str, path: Path, runs: int, duration: float) -> tuple[float, float, str]:
+    """(RTF of the whole API call, RTF the app reports for its own work, text)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    calls, served, text = [], [], ""
+    for _ in range(runs + 1):  # the first call loads the model: not timed
+        started = time.perf_counter()
+        text, _timed, info, *_ = client.predict(
+            handle_file(str(path)), "Auto-detect", "transcribe", BEAM_SIZE, True, False, "", "", False, False, 0,
+            api_name="/file_handler",
+        )  # fmt: skip
+        calls.append(time.perf_counter() - started)
+        served.append(float(info.split("done in ")[1].split(" s")[0]))
+    return statistics.median(calls[1:]) / duration, statistics.median(served[1:]) / duration, text
+
+
+def live_latency(url: str, speech: Path, threads: int) -> dict:
+    from faster_whisper import WhisperModel
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.conftest import CHROMIUM_ARGS
+
+    mic = speech.with_name("microphone.wav")
+    fixtures._run("sox", str(speech), str(mic), "pad", "1.0", "3.0")
+    model = WhisperModel(str(embedded.whisper_tiny_en()), device="cpu", compute_type="int8", cpu_threads=threads)
+    segments, _ = model.transcribe(str(mic), word_timestamps=True, beam_size=BEAM_SIZE)
+    word_ends = [w.end for s in segments for w in s.words]
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}%noloop"]  # fmt: skip
+    first_seen: dict[int, float] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=args)
+        page = browser.new_context(permissions=["microphone"]).new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Transcribe").click()
+        page.get_by_role("tab", name="Live microphone").click()
+        page.locator("#live-audio button", has_text="Record").click()
+        started = time.perf_counter()
+        while time.perf_counter() - started < fixtures.wav_duration(mic) + 3:
+            shown = len(page.locator("#live-captions .live-captions").inner_text().split())
+            now = time.perf_counter() - started
+            for i in range(min(shown, len(word_ends))):
+                first_seen.setdefault(i, now)
+            time.sleep(0.03)
+        browser.close()
+    latencies = sorted(first_seen[i] - word_ends[i] for i in first_seen)
+    if not latencies:
+        return {"words": 0}
+    return {
+        "words": len(latencies),
+        "of_words": len(word_ends),
+        "median_s": round(statistics.median(latencies), 3),
+        "p90_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-live", action="store_true")
+    args = parser.parse_args()
+
+    from tests.browser.conftest import AppServer
+
+    work = Path(tempfile.mkdtemp(prefix="melange-bench-"))
+    path, reference = fixtures.long_speech_wav(work, min_seconds=60)
+    duration = fixtures.wav_duration(path)
+    raw, raw_text = raw_rtf(path, args.runs, args.threads)
+    server = AppServer(work / "data", "--device", "cpu", "--threads", str(args.threads))
+    try:
+        call, served, app_text = app_rtf(server.url, path, args.runs, duration)
+        live = None if args.no_live else live_latency(server.url, fixtures.speech_wav(work), args.threads)
+    finally:
+        server.stop()
+    result = {
+        "file": {"seconds": round(duration, 2), "words": len(reference.split())},
+        "model": "tiny.en int8 CPU",
+        "threads": args.threads,
+        "beam_size": BEAM_SIZE,
+        "raw_faster_whisper": {"rtf": round(raw, 4), "wer": round(fixtures.word_error_rate(reference, raw_text), 3)},
+        "app_api": {"rtf_call": round(call, 4), "rtf_served": round(served, 4),
+                    "wer": round(fixtures.word_error_rate(reference, app_text), 3)},  # fmt: skip
+        "ratio_raw_over_app": round(raw / call, 3),
+        "ratio_raw_over_app_served": round(raw / served, 3),
+        "live_latency": live,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

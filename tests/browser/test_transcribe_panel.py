@@ -1,0 +1,92 @@
+"""The Transcribe panel in a real browser: exports after an upload, and live captions from Chromium's
+fake microphone (a project-made wav played as the microphone), then the final transcript."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import srt
+import webvtt
+from playwright.sync_api import expect
+
+from tests import fixtures
+from tests.browser.conftest import ARTIFACTS, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def microphone_wav(tmp_path_factory):
+    """The speech fixture with 1 s of silence before and 3 s after, as the fake microphone plays it."""
+    directory = tmp_path_factory.mktemp("mic")
+    speech = fixtures.speech_wav(directory, name="speech_src.wav")
+    out = directory / "microphone.wav"
+    fixtures._run("sox", str(speech), str(out), "pad", "1.0", "3.0")
+    return out
+
+
+@pytest.fixture
+def mic_page(playwright, microphone_wav, request):
+    browser = launch_chromium(
+        playwright,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["microphone"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    browser.close()
+
+
+def test_live_captions_then_the_final_transcript(real_app, mic_page):
+    page = mic_page
+    page.goto(real_app.url)
+    page.get_by_role("tab", name="Transcribe").click()
+    page.get_by_role("tab", name="Live microphone").click()
+    page.locator("#live-audio button", has_text="Record").click()
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = page.locator("#live-captions .confirmed").inner_text() if page.locator("#live-captions .confirmed").count() else ""
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+        if fixtures.word_error_rate(fixtures.SPEECH_TEXT, text) <= 0.25:
+            break
+        time.sleep(0.05)
+    assert seen, "no live captions appeared"
+    assert len(seen) >= 3, f"captions should grow while the person speaks; saw {seen}"
+    for a, b in zip(seen, seen[1:]):
+        assert b.startswith(a), "confirmed text never changes"
+    live = seen[-1]
+    assert fixtures.word_error_rate(fixtures.SPEECH_TEXT, live) <= 0.25, live
+    page.locator("#live-audio button", has_text="Stop").click()
+    expect(page.locator("#transcribe-info")).to_contain_text("done in", timeout=120_000)
+    final = page.locator("#transcript textarea").input_value()
+    assert fixtures.word_error_rate(fixtures.SPEECH_TEXT, final) <= 0.2, final
+    expect(page.locator("#live-captions")).to_contain_text(final[:20])
+    assert "[00:0" in page.locator("#transcript-timed textarea").input_value()
+    expect(page.locator("#transcript-files")).to_contain_text(".srt")
+
+
+def test_upload_gives_parseable_srt_and_vtt_exports(real_app, page, tmp_path):
+    wav = fixtures.speech_wav(tmp_path)
+    page.goto(real_app.url)
+    page.get_by_role("tab", name="Transcribe").click()
+    page.locator("#transcribe-audio input[type=file]").set_input_files(str(wav))
+    page.locator("#transcribe-run").click()
+    expect(page.locator("#transcribe-info")).to_contain_text("done in", timeout=120_000)
+    links = page.locator("#transcript-files a[href]")
+    expect(links).to_have_count(4)
+    hrefs = {links.nth(i).get_attribute("href").rsplit(".", 1)[-1]: links.nth(i).get_attribute("href") for i in range(4)}
+    assert set(hrefs) == {"txt", "srt", "vtt", "json"}
+    srt_text = page.request.get(hrefs["srt"]).text()
+    cues = list(srt.parse(srt_text))
+    assert fixtures.word_error_rate(fixtures.SPEECH_TEXT, " ".join(c.content for c in cues)) <= 0.25
+    vtt = list(webvtt.from_buffer(io.StringIO(page.request.get(hrefs["vtt"]).text())))
+    assert [c.text for c in vtt] == [c.content for c in cues]
