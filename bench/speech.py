@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--no-live", action="store_true")
     args = parser.parse_args()
 
-    from tests.browser.conftest import AppServer
+    from tests.app_server import AppServer
 
     work = Path(tempfile.mkdtemp(prefix="melange-bench-"))
     path, reference = fixtures.long_speech_wav(work, min_seconds=60)
