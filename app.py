@@ -23,7 +23,7 @@ from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
 from engines.residency import ResidencyManager, parse_size
 from engines.speakers import SpeakerLabeler
 from settings import Settings, parse_settings
-from ui.presets import Presets, load_presets
+from ui.presets import Presets, load_presets, suggest_profile
 
 log = logging.getLogger("melange")
 
@@ -119,18 +119,29 @@ def user_presets_dir(settings: Settings):
     return settings.data_dir / "presets"
 
 
+def detect_gpu(settings: Settings) -> int | None:
+    if settings.engines == "fake" or settings.device == "cpu":
+        return None
+    from engines.device import gpu_memory
+
+    return gpu_memory()
+
+
 def build_app(
     settings: Settings,
     engines: Engines,
     presets: Presets | None = None,
     store: ConversationStore | None = None,
+    first_start: bool = False,
 ) -> gr.Blocks:
     """The Gradio UI: one tab per panel, each handed its engine."""
     presets = presets or load_presets(user_root=user_presets_dir(settings))
+    gpu_bytes = detect_gpu(settings)
+    profile = suggest_profile(presets.profiles, gpu_bytes)
     store = store or ConversationStore(settings.data_dir / "melange.db")
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
-        ui.status.build(engines.all(), engines.managers)
+        ui.status.build(engines.all(), engines.managers, profile, gpu_bytes, first_start)
         with gr.Tab("Chat", id="chat"):
             ui.chat.build(blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings))
         with gr.Tab("Image", id="image"):
@@ -157,6 +168,7 @@ def health(engines: Engines) -> dict:
 
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     """The whole server: ``/health`` plus the UI at ``/``. Room for ``/v1/...`` beside them later."""
+    first_start = not settings.data_dir.exists()  # before the engines write the demo pipeline there
     engines = manage(engines or build_engines(settings), settings)
     for manager in engines.managers.values():
         if manager.idle_seconds:
@@ -173,7 +185,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     def get_health() -> dict:
         return health(engines)
 
-    blocks = build_app(settings, engines, presets)
+    blocks = build_app(settings, engines, presets, first_start=first_start)
     return gr.mount_gradio_app(
         app,
         blocks,

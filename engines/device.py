@@ -36,3 +36,12 @@ def resolve(choice: DeviceChoice, backend_has_cuda) -> str:
             "(see the README's CUDA section, or use --device auto)."
         )
     return "cuda" if available else "cpu"
+
+
+def gpu_memory() -> int | None:
+    """Total memory of the first CUDA device in bytes, or None without one."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

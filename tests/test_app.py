@@ -112,3 +112,26 @@ def test_asking_for_cuda_without_it_stops_with_a_clear_message(tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match="--device cuda"):
         app.build_engines(Settings(data_dir=tmp_path, device="cuda"))
+
+
+def test_the_suggested_profile_follows_the_gpu_memory():
+    from ui.presets import suggest_profile
+
+    profiles = load_presets().profiles
+    gib = 2**30
+    assert suggest_profile(profiles, None).name == "CPU laptop"
+    assert suggest_profile(profiles, 4 * gib).name == "CPU laptop"
+    assert suggest_profile(profiles, 8 * gib).name == "8 GB GPU"
+    assert suggest_profile(profiles, 24 * gib).name == "24 GB GPU"
+    assert suggest_profile(profiles, 80 * gib).name == "80 GB GPU"
+
+
+def test_first_start_opens_the_suggested_setup(tmp_path):
+    data = tmp_path / "new"
+    client = TestClient(app.create_app(Settings(data_dir=data, engines="fake")))
+    page = client.get("/config").json()
+    profile = next(c for c in page["components"] if c.get("props", {}).get("elem_id") == "profile")
+    assert profile["props"]["open"] is True
+    again = TestClient(app.create_app(Settings(data_dir=data, engines="fake"))).get("/config").json()
+    profile = next(c for c in again["components"] if c.get("props", {}).get("elem_id") == "profile")
+    assert profile["props"]["open"] is False

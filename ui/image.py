@@ -50,6 +50,8 @@ SIZES: dict[str, tuple[int, int]] = {
     "16:9 XL (1344×768)": (1344, 768),
 }
 PREVIEW_INTERVAL = 0.15  # seconds between preview updates sent to the page
+# Gradio copies and hashes every gallery file on each update: show the newest few, not the whole folder.
+GALLERY_SIZE = 48
 
 
 def size_name(width: int, height: int) -> str:
@@ -194,7 +196,7 @@ def generate(
             pending_preview if pending_preview is not None else skip,
             str(paths[-1]),
             describe(results, paths),
-            [str(p) for p in gallery.newest()],
+            [str(p) for p in gallery.newest(GALLERY_SIZE)],
             skip,
         )
     next_seed = (results[-1].params.seed + 1) % 2**32 if request.seed_mode == "increment" else skip
@@ -322,7 +324,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
                 image = gr.Image(label="Result", type="filepath", format="png", elem_id="image-result", interactive=False)
             info = gr.Markdown(elem_id="image-info")
             gallery = gr.Gallery(
-                lambda: [str(p) for p in gallery_store.newest()], label="Gallery (newest first)", columns=4,
+                lambda: [str(p) for p in gallery_store.newest(GALLERY_SIZE)], label="Gallery (newest first)", columns=4,
                 elem_id="image-gallery", format="png", show_label=True,
             )  # fmt: skip
 

@@ -58,6 +58,22 @@ class TranscribePreset(_Preset):
     num_speakers: int = Field(0, ge=0, le=8)  # 0: estimate
 
 
+class Profile(_Preset):
+    """A set of models that fits resident at once on a GPU of at least ``min_gpu_gb``."""
+
+    min_gpu_gb: float = Field(ge=0)
+    chat: str
+    image: str
+    speech: str
+
+
+def suggest_profile(profiles: list[Profile], gpu_bytes: int | None) -> Profile:
+    """The largest profile the GPU holds (the CPU one without a GPU)."""
+    gb = (gpu_bytes or 0) / 2**30
+    fitting = [p for p in profiles if p.min_gpu_gb <= gb] or [min(profiles, key=lambda p: p.min_gpu_gb)]
+    return max(fitting, key=lambda p: p.min_gpu_gb)
+
+
 P = TypeVar("P", bound=_Preset)
 
 
@@ -66,6 +82,7 @@ class Presets:
     chat: list[ChatPreset]
     image: list[ImagePreset]
     transcribe: list[TranscribePreset]
+    profiles: list[Profile]
 
 
 def _load_folder(folder: Path, model: type[P], user_folder: Path | None = None) -> list[P]:
@@ -96,6 +113,7 @@ def load_presets(root: Path = PRESETS_DIR, user_root: Path | None = None) -> Pre
         chat=_load_folder(root / "chat", ChatPreset, user("chat")),
         image=_load_folder(root / "image", ImagePreset, user("image")),
         transcribe=_load_folder(root / "transcribe", TranscribePreset, user("transcribe")),
+        profiles=_load_folder(root / "profiles", Profile),
     )
 
 

@@ -6,6 +6,7 @@ import gradio as gr
 
 from engines.base import Engine
 from engines.residency import ResidencyManager
+from ui.presets import Profile
 
 REFRESH_SECONDS = 5
 
@@ -27,7 +28,24 @@ def memory_line(managers: dict[str, ResidencyManager]) -> str:
     return "  \n".join(parts)
 
 
-def build(engines: tuple[Engine, ...], managers: dict[str, ResidencyManager]) -> None:
+def profile_text(profile: Profile, gpu_bytes: int | None) -> str:
+    found = f"a GPU with {gpu_bytes / 2**30:.0f} GB" if gpu_bytes else "no CUDA GPU"
+    return (
+        f"Melange found {found}. **{profile.name}** fits resident at once:\n\n"
+        f"- Chat: {profile.chat}\n- Image: {profile.image}\n- Transcribe: {profile.speech}\n\n"
+        "Pick or download them in each panel's model picker; the memory manager unloads what does not fit."
+    )
+
+
+def build(
+    engines: tuple[Engine, ...],
+    managers: dict[str, ResidencyManager],
+    profile: Profile,
+    gpu_bytes: int | None,
+    first_start: bool,
+) -> None:
+    with gr.Accordion("Suggested setup for this machine", open=first_start, elem_id="profile"):
+        gr.Markdown(profile_text(profile, gpu_bytes))
     with gr.Row(elem_id="status-strip"):
         line = gr.Markdown(lambda: memory_line(managers), elem_id="memory-status")
         for engine in engines:
