@@ -58,7 +58,7 @@ def speech_wav(
 def silence_wav(directory: str | Path, seconds: float, name: str = "silence.wav") -> Path:
     """Digital silence, 16 kHz mono 16-bit wav."""
     out = Path(directory) / name
-    _run("sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds))
+    _run("sox", "-D", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds))
     return out
 
 
@@ -161,7 +161,7 @@ def _espeak(out: Path, text: str, voice: str, pitch: int, rate: int) -> None:
 def concat_wavs(parts: list[Path], out: Path, gap: float) -> Path:
     """The parts one after another with ``gap`` seconds of silence between them (and after the last)."""
     silence = out.with_name(f"{out.stem}.gap.wav")
-    _run("sox", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(silence), "trim", "0", str(gap))
+    _run("sox", "-D", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(silence), "trim", "0", str(gap))  # -D: no dither noise, the same file every time
     sequence = [str(p) for part in parts for p in (part, silence)]
     _run("sox", "-D", *sequence, str(out))
     silence.unlink()
