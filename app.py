@@ -7,6 +7,7 @@ with ``/health`` and the Gradio UI mounted at ``/``); nothing here runs at impor
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -99,7 +100,10 @@ def build_engines(settings: Settings) -> Engines:
     except RuntimeError as e:
         raise SystemExit(str(e)) from e
 
-    chat = LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=settings.threads)
+    # Leave one core to the server and the browser: llama.cpp's threads wait for each other every layer,
+    # so one of them pre-empted by the web server stalls them all (measured: bench/chat.py).
+    chat_threads = settings.threads or max(1, (os.cpu_count() or 2) - 1)
+    chat = LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=chat_threads)
     speed = SpeedOptions(
         channels_last=settings.image_channels_last,
         fuse_qkv=settings.image_fuse_qkv,
@@ -178,6 +182,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     presets = load_presets(user_root=user_presets_dir(settings))
     images_dir = settings.data_dir / "images"
     images_dir.mkdir(exist_ok=True)
+    # Images are written once and never changed: serve them in place instead of Gradio copying and
+    # hashing every gallery file into its cache on each update (measured: bench/image.py).
+    gr.set_static_paths([images_dir])
 
     app = FastAPI(title=TITLE, version=version())
 

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     chat_model: str | None = Field(None, description="GGUF file for the chat panel (default: the embedded SmolLM2-135M-Instruct).")
     image_model: str | None = Field(None, description="Diffusers folder, .safetensors file or Hugging Face repo id for the image panel (default: the tiny demo pipeline).")
     speech_model: str | None = Field(None, description="CTranslate2 Whisper folder or faster-whisper model id (default: the embedded Whisper tiny.en).")
-    threads: int = Field(0, ge=0, description="CPU threads for the chat and speech engines (0: all cores).")
+    threads: int = Field(0, ge=0, description="CPU threads for the chat and speech engines (0: chat takes all cores but one, speech its own default).")
     gpu_budget: str | None = Field(None, description="GPU memory the models may use together, e.g. 12GB (default: all but a margin). Loading past it unloads others.")
     image_channels_last: bool = Field(False, description="Image: UNet and VAE in channels-last memory layout (faster on CUDA).")
     image_fuse_qkv: bool = Field(False, description="Image: fuse attention's query/key/value projections.")

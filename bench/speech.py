@@ -73,22 +73,35 @@ def live_latency(url: str, speech: Path, threads: int) -> dict:
     word_ends = [w.end for s in segments for w in s.words]
     args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={mic}%noloop"]  # fmt: skip
-    first_seen: dict[int, float] = {}
+    # Both clocks in the page: when the microphone opened (Chromium's fake device starts its file then)
+    # and when each word first appeared, seen by a MutationObserver rather than by polling from here.
+    watch = """
+    window.__opens = [];
+    const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async (c) => { const s = await real(c); window.__opens.push(performance.now()); return s; };
+    window.__shown = [];
+    new MutationObserver(() => {
+      const parts = document.querySelectorAll('#live-captions .confirmed, #live-captions .tentative');
+      const text = Array.from(parts).map((e) => e.innerText).join(' ');
+      const n = text.split(/\\s+/).filter(Boolean).length;
+      while (window.__shown.length < n) window.__shown.push(performance.now());
+    }).observe(document, {subtree: true, childList: true, characterData: true});
+    """
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=args)
         page = browser.new_context(permissions=["microphone"]).new_page()
+        page.add_init_script(watch)
         page.goto(url)
         page.get_by_role("tab", name="Transcribe").click()
         page.get_by_role("tab", name="Live microphone").click()
         page.locator("#live-audio button", has_text="Record").click()
-        started = time.perf_counter()
-        while time.perf_counter() - started < fixtures.wav_duration(mic) + 3:
-            shown = len(page.locator("#live-captions .live-captions").inner_text().split())
-            now = time.perf_counter() - started
-            for i in range(min(shown, len(word_ends))):
-                first_seen.setdefault(i, now)
-            time.sleep(0.03)
+        time.sleep(fixtures.wav_duration(mic) + 3)
+        opens, shown = page.evaluate("window.__opens"), page.evaluate("window.__shown")
         browser.close()
+    if not opens:
+        return {"words": 0}
+    anchor = opens[-1]  # the recording's own getUserMedia: its file starts playing then
+    first_seen = {i: (t - anchor) / 1000 for i, t in enumerate(shown[: len(word_ends)])}
     latencies = sorted(first_seen[i] - word_ends[i] for i in first_seen)
     if not latencies:
         return {"words": 0}

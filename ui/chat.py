@@ -24,7 +24,7 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # keeps \t, \n 
 SAVE_EVERY_SECONDS = 0.5  # how often a streaming reply is written to the database
 # Tokens arriving faster than this are sent to the page together: the eye cannot tell, and each update
 # costs the server a render, a diff and a send that would otherwise slow generation itself.
-UPDATE_EVERY_SECONDS = 1 / 30
+UPDATE_EVERY_SECONDS = 1 / 20
 
 
 def clean_message(text: str | None) -> str:
