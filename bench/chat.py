@@ -58,7 +58,7 @@ def app_run(client, llm, max_tokens: int, seed: int) -> dict:
     started = time.perf_counter()
     first = last = None
     text = ""
-    job = client.submit(PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, api_name="/chat")
+    job = client.submit(PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, None, api_name="/chat")
     for update in job:
         content = reply_text(update[0])
         if content and content != text:
@@ -97,7 +97,7 @@ def app_sse_run(url: str, endpoint: tuple[int, list], llm, max_tokens: int, seed
     from gradio_client.utils import apply_diff
 
     fn_index, input_types = endpoint
-    values = iter([PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed])
+    values = iter([PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, None])
     data = [None if kind == "state" else next(values) for kind in input_types]
     session = uuid.uuid4().hex
     started = time.perf_counter()

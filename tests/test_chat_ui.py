@@ -15,7 +15,7 @@ from engines.fake import FakeChatEngine
 from ui.chat import ChatPanel
 from ui.presets import load_presets
 
-CONTROLS = ("Be brief.", 0.5, 0.9, 40, 1.1, 64, -1)  # system prompt, temperature, top-p, top-k, repeat, max, seed
+CONTROLS = ("Be brief.", 0.5, 0.9, 40, 1.1, 64, -1, "Helpful assistant")  # system prompt, temperature, top-p, top-k, repeat, max, seed, preset
 
 
 class FailingChatEngine(FakeChatEngine):
@@ -111,7 +111,7 @@ def test_a_failing_engine_loses_neither_the_message_nor_the_partial_reply(store,
 
 
 def test_fast_tokens_reach_the_page_in_batches_but_all_of_them_arrive(store, tmp_path):
-    controls = ("", 0.5, 0.9, 40, 1.1, 1024, -1)
+    controls = ("", 0.5, 0.9, 40, 1.1, 1024, -1, None)
     updates = send(make_panel(store, tmp_path), None, " ".join(["word"] * 200), controls)
     assert len(updates) < 20, "a token stream faster than the screen refresh is coalesced"
     assert updates[-1][0][-1]["content"].startswith("You said: " + " ".join(["word"] * 200))
@@ -182,6 +182,7 @@ def test_export_markdown_and_json_round_trip(store, tmp_path):
     assert "# export me" in markdown and "You said: export me" in markdown and "temperature: 0.5" in markdown
     data = json.loads(Path(json_path).read_text())
     assert data["settings"]["model"] == "fake-echo" and data["settings"]["max_tokens"] == 64
+    assert data["settings"]["preset"] == "Helpful assistant"
     copy = import_json(store, data)
     original = [(m.role, m.content, m.stats) for m in store.messages(conversation_id)]
     assert [(m.role, m.content, m.stats) for m in store.messages(copy.id)] == original

@@ -76,6 +76,7 @@ class Sampling:
     repeat_penalty: float
     max_tokens: float
     seed: float | None
+    preset: str | None = None  # the preset the controls started from, kept with the conversation
 
     def params(self) -> ChatParams:
         if self.seed is None or float(self.seed) != int(self.seed):
@@ -185,7 +186,12 @@ class ChatPanel:
     def _reply(self, conversation_id: int, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool):
         textbox = "" if clear_textbox else gr.skip()
         history = self.store.messages(conversation_id)
-        settings = {"model": self.engine.status().model, "system_prompt": sampling.system_prompt, **asdict(params)}
+        settings = {
+            "model": self.engine.status().model,
+            "preset": sampling.preset,
+            "system_prompt": sampling.system_prompt,
+            **asdict(params),
+        }
         self.store.update_settings(conversation_id, settings)
         yield to_chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id)
         ensure_loaded(self.engine, progress)
@@ -339,7 +345,7 @@ def build(
                     filename = gr.Textbox(label="File", placeholder="Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", scale=3)
                     download = gr.Button("Download", scale=1)
 
-    controls = [system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed]
+    controls = [system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed, preset_choice]
     outputs = [chatbot, conversation_id, message, stats, history]
     refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info}
 

@@ -60,3 +60,35 @@ def test_regenerate_edit_export_and_presets_in_the_page(real_app, page, tmp_path
     page.fill("#chat-title input", "Fruit talk")
     page.click("#chat-rename")
     expect(page.locator("#chat-history")).to_contain_text("Fruit talk")
+
+
+def test_conversations_survive_an_app_restart(browser, tmp_path):
+    from tests.app_server import AppServer
+
+    data = tmp_path / "data"
+    server = AppServer(data, "--device", "cpu")
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.fill("#chat-input textarea", "What is the capital of France?")
+        page.press("#chat-input textarea", "Enter")
+        expect(page.locator("#chat-stats")).to_contain_text("tok/s", timeout=120_000)
+        reply = page.locator('#chatbot [data-testid="bot"]').last.inner_text()
+        page.close()
+    finally:
+        server.stop()
+
+    server = AppServer(data, "--device", "cpu")
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.get_by_label("What is the capital of France?").check()
+        expect(page.locator('#chatbot [data-testid="bot"]').last).to_have_text(reply)
+        # ...and it goes on where it stopped.
+        page.fill("#chat-input textarea", "And of Italy?")
+        page.press("#chat-input textarea", "Enter")
+        expect(page.locator('#chatbot [data-testid="user"]')).to_have_count(2)
+        expect(page.locator("#chat-stats")).to_contain_text("tok/s", timeout=120_000)
+        page.close()
+    finally:
+        server.stop()
