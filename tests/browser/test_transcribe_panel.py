@@ -92,3 +92,18 @@ def test_upload_gives_parseable_srt_and_vtt_exports(real_app, page, tmp_path):
     assert fixtures.word_error_rate(fixtures.SPEECH_TEXT, " ".join(c.content for c in cues)) <= 0.25
     vtt = list(webvtt.from_buffer(io.StringIO(page.request.get(hrefs["vtt"]).text())))
     assert [c.text for c in vtt] == [c.content for c in cues]
+
+
+def test_a_denied_microphone_gets_a_clear_message_and_the_app_keeps_serving(real_app, playwright):
+    # A fake device but no fake consent: the browser denies the page the microphone.
+    browser = launch_chromium(playwright, "--use-fake-device-for-media-stream")
+    try:
+        page = browser.new_context().new_page()
+        page.goto(real_app.url)
+        page.get_by_role("tab", name="Transcribe").click()
+        page.get_by_role("tab", name="Live microphone").click()
+        page.locator("#live-audio button", has_text="Record").click()
+        expect(page.locator(".toast-body").first).to_contain_text("allow access to the microphone")
+        assert real_app.health()["app"] == "melange"
+    finally:
+        browser.close()
