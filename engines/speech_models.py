@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from engines import embedded
@@ -34,18 +33,9 @@ class SpeechModelChoice:
     model: str  # a folder, WHISPER_BASE_KEY, or a hub id
 
 
-def _data_folder(distribution: str, relative: str) -> Path | None:
-    try:
-        dist = metadata.distribution(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(relative)))
-    return path if path.is_dir() else None
-
-
 def base_parts() -> list[Path] | None:
     """The two halves' data folders, or None unless both packages are installed."""
-    folders = [_data_folder(dist, rel) for dist, rel, _ in BASE_PARTS]
+    folders = [embedded.package_path(dist, rel) for dist, rel, _ in BASE_PARTS]
     return None if None in folders else folders
 
 
