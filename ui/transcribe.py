@@ -281,7 +281,7 @@ def build(
             text = gr.Textbox(label="Transcript", lines=8, elem_id="transcript", buttons=["copy"])
             timed = gr.Textbox(label="With timestamps", lines=8, elem_id="transcript-timed")
             speaker_table = gr.Dataframe(
-                headers=["Speaker", "Name"], datatype=["str", "str"], col_count=(2, "fixed"), interactive=True,
+                headers=["Speaker", "Name"], datatype=["str", "str"], column_count=2, interactive=True,
                 static_columns=[0], label="Speakers: type a name to rename", elem_id="transcript-speakers",
             )  # fmt: skip
             rename = gr.Button("Rename speakers")
