@@ -25,6 +25,8 @@ FORMATS = {  # ffmpeg's default encoder for each container, named so a missing o
     "flac": ["-c:a", "flac"],
     "m4a": ["-c:a", "aac", "-b:a", "64k"],
     "ogg": ["-c:a", "libvorbis"],
+    "webm": ["-c:a", "libopus", "-b:a", "48k"],  # what a browser's recorder makes
+    "mp4": ["-c:a", "aac", "-b:a", "64k"],  # the audio track of a video file
 }
 
 
@@ -63,7 +65,7 @@ def silence_wav(directory: str | Path, seconds: float, name: str = "silence.wav"
 
 
 def to_format(wav: str | Path, fmt: str) -> Path:
-    """``wav`` re-encoded next to itself as mp3, flac, m4a (AAC) or ogg (Vorbis)."""
+    """``wav`` re-encoded next to itself as mp3, flac, m4a (AAC), ogg (Vorbis), webm (Opus) or mp4 (AAC)."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}; expected one of {', '.join(FORMATS)}.")
     wav = Path(wav)

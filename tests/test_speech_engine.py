@@ -80,7 +80,7 @@ def test_segments_are_ordered_and_inside_the_audio(wav_transcript):
     assert [s.start for s in segments] == sorted(s.start for s in segments)
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "flac", "m4a", "ogg"])
+@pytest.mark.parametrize("fmt", ["mp3", "flac", "m4a", "ogg", "webm", "mp4"])
 def test_compressed_formats_transcribe(engine, speech, fmt):
     result = transcribe(engine, fixtures.to_format(speech, fmt))
     wer = fixtures.word_error_rate(fixtures.SPEECH_TEXT, result.text)
