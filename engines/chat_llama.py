@@ -136,10 +136,6 @@ class LlamaChatEngine:
             self.n_ctx = n_ctx or self.n_ctx
             self.template_note = ""
 
-    def count_tokens(self, text: str) -> int:
-        self.load()
-        return len(self._llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
-
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         check_messages(messages)
         params.check()

@@ -180,10 +180,6 @@ class ResidencyManager:
         resident.engine.unload()
         resident.loaded = False
 
-    def touch(self, engine: Engine) -> None:
-        with self._lock:
-            self._resident(engine).last_used = self._clock()
-
     def release(self, engine: Engine) -> None:
         with self._lock:
             self._unload(self._resident(engine))
@@ -225,7 +221,7 @@ class ManagedEngine:
     """An engine whose loads go through the manager; everything else is the engine's own."""
 
     # The calls that need the model resident, per kind.
-    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe", "count_tokens"}
+    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe"}
 
     def __init__(self, engine: Engine, manager: ResidencyManager) -> None:
         self._engine = engine

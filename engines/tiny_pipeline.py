@@ -103,6 +103,20 @@ def _scheduler():
     )
 
 
+# The UNet both tiny families share; each adds its own conditioning.
+TINY_UNET = dict(
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+
+
 def _build_sd(folder: Path):
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -114,16 +128,8 @@ def _build_sd(folder: Path):
     # Each model gets its own seed so that changing one never changes the others' weights.
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **TINY_UNET,
         cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
     )
     vae = _vae(SEED + 1)
     torch.manual_seed(SEED + 2)
@@ -154,16 +160,8 @@ def _build_sdxl(folder: Path):
     # SDXL's conditioning: both encoders' hidden states side by side (32 + 32), plus the pooled
     # projection (32) and six size/crop numbers embedded in 8 channels each: 6 * 8 + 32 = 80.
     unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **TINY_UNET,
         cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=32,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,

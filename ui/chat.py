@@ -164,11 +164,10 @@ class ChatPanel:
         sampling = Sampling(*controls)
         params = sampling.params()
         messages = self.store.messages(conversation_id)
-        if not messages or messages[-1].role != "assistant":
-            if not messages or messages[-1].role != "user":
-                raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
-        else:
+        if messages and messages[-1].role == "assistant":
             self.store.delete_messages_from(conversation_id, messages[-1].id)
+        elif not messages or messages[-1].role != "user":  # a question left unanswered is answered now
+            raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
         yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False)
 
     def edit(self, conversation_id: int | None, index: int, new_text: str, *controls, progress=gr.Progress()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,12 +53,21 @@ def browser(playwright):
     browser.close()
 
 
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+@contextmanager
+def screenshot_page(browser, name: str, **context_options) -> Iterator:
+    """A fresh page; its screenshot is kept in ARTIFACTS under the test's name when the test is done."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, **context_options)
     page = context.new_page()
     page.set_default_timeout(60_000)
-    yield page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
+    try:
+        yield page
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        context.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    with screenshot_page(browser, request.node.name) as page:
+        yield page

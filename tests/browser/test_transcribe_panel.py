@@ -12,7 +12,7 @@ import webvtt
 from playwright.sync_api import expect
 
 from tests import fixtures
-from tests.browser.conftest import ARTIFACTS, launch_chromium
+from tests.browser.conftest import launch_chromium, screenshot_page
 
 pytestmark = pytest.mark.browser
 
@@ -35,13 +35,11 @@ def mic_page(playwright, microphone_wav, request):
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["microphone"])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    yield page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    browser.close()
+    try:
+        with screenshot_page(browser, request.node.name, permissions=["microphone"]) as page:
+            yield page
+    finally:
+        browser.close()
 
 
 def test_live_captions_then_the_final_transcript(real_app, mic_page):
