@@ -94,6 +94,9 @@ class ConversationStore:
             raise KeyError(conversation_id)
         return Conversation(row["id"], row["title"], row["created"], row["updated"], json.loads(row["settings"]))
 
+    def exists(self, conversation_id: int) -> bool:
+        return self._run("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
+
     def list(self, owner: str = "local") -> list[Conversation]:
         rows = self._run(
             "SELECT * FROM conversations WHERE owner = ? ORDER BY updated DESC, id DESC", (owner,)

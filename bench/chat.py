@@ -4,17 +4,22 @@
 
 Prints JSON: tokens/s and time to first token for both, and their ratio. Same model, prompt, seed and
 max tokens; runs alternate raw/app so drift on a shared machine hits both alike. The app is measured
-twice: through gradio_client ("app"), whose receiver polls every 50 ms, and through the queue's event
-stream read directly ("app_sse"), which is what a browser sees.
+twice on its /chat API: through gradio_client ("app") and through the queue's event stream read directly
+("app_sse"), which is what a browser does. gradio_client's receiver sleeps 50 ms whenever it finds no
+message waiting, so its own floor is measured too ("client_floor"): the time to the first output of a
+Gradio endpoint that does nothing, read through the same client.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,7 +65,7 @@ def app_run(client, llm, max_tokens: int, seed: int) -> dict:
     text = ""
     job = client.submit(PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, None, api_name="/chat")
     for update in job:
-        content = reply_text(update[0])
+        content = update["reply"]
         if content and content != text:
             last = time.perf_counter()
             first = first or last
@@ -69,7 +74,28 @@ def app_run(client, llm, max_tokens: int, seed: int) -> dict:
     return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
 
 
-def reply_text(chatbot) -> str:
+def endpoints(url: str) -> dict:
+    """Queue indexes: the /chat API, the page's Send (the chat input's submit, with its input types so the
+    page's server-side State is left out as the browser leaves it) and a no-op to open a session with."""
+    import requests
+
+    config = requests.get(f"{url}/config", timeout=10).json()
+    components = {c["id"]: c for c in config["components"]}
+    chat_input = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat-input")
+    found = {}
+    for index, dep in enumerate(config["dependencies"]):
+        fn = dep.get("id", index)
+        if dep.get("api_name") == "chat":
+            found["api"] = fn
+        if [chat_input, "submit"] in [list(t) for t in dep["targets"]]:
+            found["page"] = (fn, [components[i]["type"] for i in dep["inputs"]])
+        if dep.get("api_name") == "cancel":  # the image panel's Cancel: does nothing when nothing runs
+            found["noop"] = fn
+    return found
+
+
+def page_reply(outputs: list) -> str:
+    chatbot = outputs[0]
     if not chatbot or chatbot[-1]["role"] != "assistant":
         return ""
     content = chatbot[-1]["content"]
@@ -77,52 +103,82 @@ def reply_text(chatbot) -> str:
     return content.split("\n\n<sub>")[0]  # the stats footer is not part of the reply
 
 
-def chat_endpoint(url: str) -> tuple[int, list]:
-    """The /chat event's index and its inputs, with the server-side State left as None."""
-    import requests
-
-    config = requests.get(f"{url}/config", timeout=10).json()
-    components = {c["id"]: c for c in config["components"]}
-    for index, dep in enumerate(config["dependencies"]):
-        if dep.get("api_name") == "chat":
-            return dep.get("id", index), [components[i]["type"] for i in dep["inputs"]]
-    raise RuntimeError("the app has no /chat endpoint")
-
-
-def app_sse_run(url: str, endpoint: tuple[int, list], llm, max_tokens: int, seed: int) -> dict:
-    """The app's queue API spoken directly, as the browser does: join, then read the event stream."""
-    import uuid
-
-    import httpx
+def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> None:
+    """One event through the queue as the browser sends it: join, then read the session's event stream."""
     from gradio_client.utils import apply_diff
 
-    fn_index, input_types = endpoint
-    values = iter([PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed, None])
-    data = [None if kind == "state" else next(values) for kind in input_types]
-    session = uuid.uuid4().hex
-    started = time.perf_counter()
-    first = last = None
+    http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
     outputs = None
+    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_generating" and on_output:
+                data_out = msg["output"]["data"]
+                outputs = list(data_out) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data_out)]
+                on_output(outputs)
+            elif msg.get("msg") == "process_completed":
+                if not msg.get("success", True):
+                    raise RuntimeError(msg.get("output"))
+                return
+
+
+def sse_run(url: str, found: dict, where: str, llm, max_tokens: int, seed: int) -> dict:
+    """The reply read off the event stream: through the /chat API ("api") or the page's Send ("page"). Each
+    run is a new conversation in an open page: its session exists and the connection is up before timing."""
+    import httpx
+
+    values = [PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed]
+    session = uuid.uuid4().hex
+    first = last = None
     text = ""
+
+    def on_output(outputs):
+        nonlocal first, last, text
+        content = outputs[0]["reply"] if where == "api" else page_reply(outputs)
+        if content and content != text:
+            last = time.perf_counter()
+            first = first or last
+            text = content
+
     with httpx.Client(base_url=url, timeout=120) as http:
-        http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
-        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                msg = json.loads(line[5:])
-                if msg.get("msg") == "process_generating":
-                    data_out = msg["output"]["data"]
-                    outputs = list(data_out) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data_out)]
-                    content = reply_text(outputs[0])
-                    if content and content != text:
-                        last = time.perf_counter()
-                        first = first or last
-                        text = content
-                elif msg.get("msg") == "process_completed":
-                    break
+        sse_call(http, found["noop"], [], session)
+        if where == "api":
+            fn_index, data = found["api"], [*values, None]  # None: a new conversation
+        else:
+            fn_index, types = found["page"]
+            given = iter([*values, None])  # the page sends the preset's name last
+            data = [None if kind == "state" else next(given) for kind in types]
+        started = time.perf_counter()
+        sse_call(http, fn_index, data, session, on_output)
     tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
     return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
+
+
+def client_floor(runs: int) -> dict:
+    """gradio_client's time to the first output of an endpoint that answers at once: no app can show less."""
+    import gradio as gr
+    from gradio_client import Client
+
+    def ping(text: str) -> Iterator[str]:
+        yield text
+
+    with gr.Blocks() as demo:
+        gr.api(ping, api_name="ping")
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        times = []
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            next(iter(client.submit("hi", api_name="/ping")))
+            times.append(time.perf_counter() - started)
+        return summary(times[1:])
+    finally:
+        with contextlib.redirect_stdout(sys.stderr):  # Gradio says it closed; stdout carries the JSON
+            demo.close()
 
 
 def main() -> None:
@@ -144,19 +200,22 @@ def main() -> None:
         n_gpu_layers=-1 if args.device == "cuda" else 0,
         verbose=False,
     )
-    raw, app, sse = [], [], []
+    raw, app, sse, page = [], [], [], []
     with running_app("--threads", str(args.threads), "--device", args.device) as url:
         client = Client(url, verbose=False)
-        endpoint = chat_endpoint(url)
+        found = endpoints(url)
         raw_run(llm, 16, 1), app_run(client, llm, 16, 1)  # warm-up: load the model on both sides
         for i in range(args.runs):
             raw.append(raw_run(llm, args.max_tokens, 100 + i))
             app.append(app_run(client, llm, args.max_tokens, 100 + i))
-            sse.append(app_sse_run(url, endpoint, llm, args.max_tokens, 100 + i))
-    same_text = all(r["text"] == a["text"] == b["text"] for r, a, b in zip(raw, app, sse))
+            sse.append(sse_run(url, found, "api", llm, args.max_tokens, 100 + i))
+            page.append(sse_run(url, found, "page", llm, args.max_tokens, 100 + i))
+    floor = client_floor(args.runs * 4)
+    same_text = all(r["text"] == a["text"] == b["text"] == c["text"] for r, a, b, c in zip(raw, app, sse, page))
     raw_tps, app_tps = summary([r["tok_s"] for r in raw]), summary([a["tok_s"] for a in app])
     raw_ttft, app_ttft = summary([r["ttft"] for r in raw]), summary([a["ttft"] for a in app])
     sse_tps, sse_ttft = summary([r["tok_s"] for r in sse]), summary([r["ttft"] for r in sse])
+    page_tps, page_ttft = summary([r["tok_s"] for r in page]), summary([r["ttft"] for r in page])
     result = {
         "benchmark": "chat",
         "model": embedded.SMOLLM2_NAME,
@@ -167,10 +226,15 @@ def main() -> None:
         "raw": {"tokens_per_second": raw_tps, "ttft_seconds": raw_ttft},
         "app": {"tokens_per_second": app_tps, "ttft_seconds": app_ttft},
         "app_sse": {"tokens_per_second": sse_tps, "ttft_seconds": sse_ttft},
+        "page_sse": {"tokens_per_second": page_tps, "ttft_seconds": page_ttft},
         "app_over_raw_tokens_per_second": app_tps["median"] / raw_tps["median"],
         "app_extra_ttft_ms": (app_ttft["median"] - raw_ttft["median"]) * 1000,
         "app_sse_over_raw_tokens_per_second": sse_tps["median"] / raw_tps["median"],
         "app_sse_extra_ttft_ms": (sse_ttft["median"] - raw_ttft["median"]) * 1000,
+        "page_sse_over_raw_tokens_per_second": page_tps["median"] / raw_tps["median"],
+        "page_sse_extra_ttft_ms": (page_ttft["median"] - raw_ttft["median"]) * 1000,
+        "client_floor_seconds": floor,
+        "app_extra_ttft_beyond_client_floor_ms": (app_ttft["median"] - raw_ttft["median"] - floor["median"]) * 1000,
         "same_text": same_text,
         "tokens_median": sorted(a["tokens"] for a in app)[len(app) // 2],
     }

@@ -23,6 +23,7 @@ class AppServer:
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
         self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "app.py", "--port", str(self.port), "--data-dir", str(data_dir), *args]

@@ -12,7 +12,7 @@ import pytest
 from conversations import ConversationStore, import_json
 from engines.base import ChatDelta, ChatMessage, ChatParams, EngineError
 from engines.fake import FakeChatEngine
-from ui.chat import ChatPanel
+from ui.chat import ChatPanel, Sampling
 from ui.presets import load_presets
 
 CONTROLS = ("Be brief.", 0.5, 0.9, 40, 1.1, 64, -1, "Helpful assistant")  # system prompt, temperature, top-p, top-k, repeat, max, seed, preset
@@ -244,3 +244,45 @@ def test_download_offline_says_so(store, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(gr.Error, match="Cannot reach the Hugging Face hub"):
         make_panel(store, tmp_path).download("someone/does-not-exist-GGUF", "model.Q4_K_M.gguf")
+
+
+# ---------------------------------------------------------------- the /chat API's handler
+
+SAMPLING = Sampling("Be brief.", 0.5, 0.9, 40, 1.1, 64, -1)
+
+
+def test_the_api_streams_the_reply_alone_and_stores_the_conversation(store, tmp_path):
+    panel = make_panel(store, tmp_path, FakeChatEngine(delay=0.06))
+    updates = list(panel.api_chat("hello there", SAMPLING, None))
+    assert len(updates) >= 3 and len({u["reply"] for u in updates}) >= 3, "the reply streams"
+    final = updates[-1]
+    assert final["reply"] == "You said: hello there", "the reply only: no footer, no history"
+    assert final["stats"]["completion_tokens"] == 4
+    assert all(u["stats"] is None for u in updates[:-1])
+    stored = store.messages(final["conversation_id"])
+    assert [(m.role, m.content) for m in stored] == [("user", "hello there"), ("assistant", "You said: hello there")]
+
+
+def test_the_api_continues_a_conversation_by_its_id(store, tmp_path):
+    panel = make_panel(store, tmp_path)
+    first = list(panel.api_chat("one", SAMPLING, None))[-1]["conversation_id"]
+    again = list(panel.api_chat("two", SAMPLING, first))[-1]
+    assert again["conversation_id"] == first
+    assert [m.content for m in store.messages(first)] == ["one", "You said: one", "two", "You said: two"]
+    assert len(store.list()) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "sampling", "conversation_id", "error"),
+    [
+        ("   ", SAMPLING, None, "empty"),
+        ("hi", Sampling("", -1.0, 0.9, 40, 1.1, 64, -1), None, "emperature"),
+        ("hi", Sampling("", 0.5, 0.9, 40, 1.1, 10**9, -1), None, "ax"),
+        ("hi", Sampling("", 0.5, 0.9, 40, 1.1, 64, 1.5), None, "whole number"),
+        ("hi", SAMPLING, 999, "no conversation 999"),
+    ],
+)
+def test_bad_api_requests_are_refused_and_store_nothing(store, tmp_path, message, sampling, conversation_id, error):
+    with pytest.raises(gr.Error, match=error):
+        list(make_panel(store, tmp_path).api_chat(message, sampling, conversation_id))
+    assert store.list() == []

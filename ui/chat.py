@@ -8,6 +8,7 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,6 +186,15 @@ class ChatPanel:
     def _reply(self, conversation_id: int, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool):
         textbox = "" if clear_textbox else gr.skip()
         history = self.store.messages(conversation_id)
+        yield to_chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id)
+        ensure_loaded(self.engine, progress)
+        for reply in self._generate(conversation_id, history, sampling, params):
+            stats = reply.stats
+            yield to_chatbot([*history, reply]), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
+
+    def _generate(self, conversation_id: int, history: list[StoredMessage], sampling: Sampling, params: ChatParams) -> Iterator[StoredMessage]:
+        """The reply as it grows, at most ``1 / UPDATE_EVERY_SECONDS`` times a second; the last one carries
+        the stats. The reply is saved as it streams; stopped or failed, the partial reply is kept."""
         settings = {
             "model": self.engine.status().model,
             "preset": sampling.preset,
@@ -192,9 +202,6 @@ class ChatPanel:
             **asdict(params),
         }
         self.store.update_settings(conversation_id, settings)
-        yield to_chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id)
-        ensure_loaded(self.engine, progress)
-
         prompt = [ChatMessage("system", sampling.system_prompt.strip())] if sampling.system_prompt.strip() else []
         prompt += [ChatMessage(m.role, m.content) for m in history]
         reply_id = self.store.add_message(conversation_id, "assistant", "")
@@ -213,13 +220,7 @@ class ChatPanel:
                     if not stats and now - last_update < UPDATE_EVERY_SECONDS:
                         continue
                     last_update = now
-                    yield (
-                        to_chatbot([*history, reply]),
-                        gr.skip(),
-                        gr.skip(),
-                        stats_line(stats) if stats else gr.skip(),
-                        gr.skip(),
-                    )
+                    yield reply
             self.store.update_message(reply_id, reply.content, reply.stats)
             finished = True
         finally:
@@ -229,6 +230,24 @@ class ChatPanel:
                     self.store.update_message(reply_id, reply.content, {"finish_reason": "cancelled"})
                 else:
                     self.store.delete_messages_from(conversation_id, reply_id)
+
+    # ---------------------------------------------------------------- API
+
+    def api_chat(self, message: str, sampling: Sampling, conversation_id: int | None) -> Iterator[dict]:
+        """The ``/chat`` API: one message in, the reply streamed out as ``{"conversation_id", "reply",
+        "stats"}``. Stateless between calls: no id starts a new conversation, an id continues that one. Stored
+        like the page's conversations, so an API chat shows in the sidebar too."""
+        message = clean_message(message)
+        params = sampling.params()
+        if conversation_id is None:
+            conversation_id = self.store.create(message).id
+        elif not self.store.exists(conversation_id):
+            raise gr.Error(f"There is no conversation {conversation_id}.", title="Check your input")
+        self.store.add_message(conversation_id, "user", message)
+        history = self.store.messages(conversation_id)
+        ensure_loaded(self.engine, None)
+        for reply in self._generate(conversation_id, history, sampling, params):
+            yield {"conversation_id": conversation_id, "reply": reply.content, "stats": reply.stats}
 
     # ---------------------------------------------------------------- presets and models
 
@@ -349,7 +368,7 @@ def build(
     refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info}
 
     events = [
-        message.submit(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_name="chat"),
+        message.submit(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_visibility="private"),
         send.click(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_visibility="private"),
         chatbot.retry(panel.regenerate, [conversation_id, *controls], outputs, concurrency_id="chat"),
     ]
@@ -375,3 +394,23 @@ def build(
     save.click(panel.save_preset, [preset_name, *controls[:6]], preset_choice)
     use_model.click(panel.switch_model, [model_choice, n_ctx], model_info, concurrency_id="chat")
     download.click(panel.download, [repo_id, filename], model_choice)
+
+    # The API's own endpoint: plain values in, just the reply out, in the same queue as the page's messages.
+    # The page's event sends the whole conversation on every update; an API caller wants the reply.
+    def chat(
+        message: str,
+        system_prompt: str = preset.system_prompt,
+        temperature: float = preset.temperature,
+        top_p: float = preset.top_p,
+        top_k: int = preset.top_k,
+        repeat_penalty: float = preset.repeat_penalty,
+        max_tokens: int = preset.max_tokens,
+        seed: int = -1,
+        conversation_id: int | None = None,
+    ) -> Iterator[dict]:
+        """Send a message and stream the reply as {"conversation_id", "reply", "stats"}; the last update carries
+        the token stats. Leave conversation_id empty to start a conversation, pass it back to continue one."""
+        sampling = Sampling(system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed, preset=None)
+        yield from panel.api_chat(message, sampling, conversation_id)
+
+    gr.api(chat, api_name="chat", concurrency_id="chat")

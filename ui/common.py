@@ -21,15 +21,17 @@ def user_errors() -> Iterator[None]:
         raise gr.Error(str(e), title="The engine could not do that") from e
 
 
-def progress_callback(progress: gr.Progress) -> ProgressCallback:
+def progress_callback(progress: gr.Progress | None) -> ProgressCallback:
     def report(fraction: float | None, description: str) -> None:
+        if progress is None:  # an API call: nobody watches a bar
+            return
         # Gradio hides the bar for None; an unknown fraction still deserves a visible "Loading…".
         progress(0.0 if fraction is None else fraction, desc=description)
 
     return report
 
 
-def ensure_loaded(engine: Engine, progress: gr.Progress) -> None:
+def ensure_loaded(engine: Engine, progress: gr.Progress | None) -> None:
     """Load the engine's model on first use, with the progress bar saying so."""
     if not engine.status().loaded:
         with user_errors():

@@ -1,0 +1,66 @@
+"""The app's API through gradio_client, as a script would use it: the real app in its own process with the
+embedded SmolLM2 on CPU."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from gradio_client import Client
+
+from tests.app_server import AppServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = AppServer(tmp_path_factory.mktemp("melange-api"), "--device", "cpu")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url, verbose=False)
+
+
+def stored_messages(server: AppServer, conversation_id: int) -> list[tuple[str, str]]:
+    with sqlite3.connect(server.data_dir / "melange.db") as db:
+        return db.execute("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+
+
+def test_chat_streams_the_reply_and_keeps_the_conversation(server, client):
+    updates = list(client.submit("What is the capital of France?", max_tokens=48, temperature=0.0, seed=1, api_name="/chat"))
+    assert len(updates) >= 2, "the reply streams in several updates"
+    final = updates[-1]
+    assert "Paris" in final["reply"]
+    assert "<|im_" not in final["reply"], "the chat template was applied, not echoed"
+    assert final["stats"]["completion_tokens"] > 0 and final["stats"]["finish_reason"] in ("stop", "length")
+    assert all(final["reply"].startswith(u["reply"]) for u in updates), "each update extends the last"
+    conversation_id = final["conversation_id"]
+    assert stored_messages(server, conversation_id) == [("user", "What is the capital of France?"), ("assistant", final["reply"])]
+
+    again = client.predict("And of Italy?", max_tokens=24, temperature=0.0, seed=1, conversation_id=conversation_id, api_name="/chat")
+    assert again["conversation_id"] == conversation_id
+    assert [role for role, _ in stored_messages(server, conversation_id)] == ["user", "assistant", "user", "assistant"]
+
+
+def test_same_seed_at_temperature_zero_gives_the_same_reply(client):
+    replies = {client.predict("Name a colour.", max_tokens=16, temperature=0.0, seed=7, api_name="/chat")["reply"] for _ in range(2)}
+    assert len(replies) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"message": "   "}, "empty"),
+        ({"message": "hi", "temperature": -1.0}, "emperature"),
+        ({"message": "hi", "max_tokens": 10**9}, "ax"),
+        ({"message": "hi", "conversation_id": 999_999}, "no conversation"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_the_app_keeps_serving(server, client, kwargs, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(**kwargs, api_name="/chat")
+    assert server.health()["app"] == "melange"
