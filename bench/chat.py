@@ -13,18 +13,16 @@ Gradio endpoint that does nothing, read through the same client.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, running_app, summary  # noqa: E402
+from bench.common import client_floor, machine, running_app, sse_call, summary  # noqa: E402
 from engines import embedded  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper and a storm."
@@ -103,27 +101,6 @@ def page_reply(outputs: list) -> str:
     return content.split("\n\n<sub>")[0]  # the stats footer is not part of the reply
 
 
-def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> None:
-    """One event through the queue as the browser sends it: join, then read the session's event stream."""
-    from gradio_client.utils import apply_diff
-
-    http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
-    outputs = None
-    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
-        for line in stream.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            msg = json.loads(line[5:])
-            if msg.get("msg") == "process_generating" and on_output:
-                data_out = msg["output"]["data"]
-                outputs = list(data_out) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data_out)]
-                on_output(outputs)
-            elif msg.get("msg") == "process_completed":
-                if not msg.get("success", True):
-                    raise RuntimeError(msg.get("output"))
-                return
-
-
 def sse_run(url: str, found: dict, where: str, llm, max_tokens: int, seed: int) -> dict:
     """The reply read off the event stream: through the /chat API ("api") or the page's Send ("page"). Each
     run is a new conversation in an open page: its session exists and the connection is up before timing."""
@@ -154,31 +131,6 @@ def sse_run(url: str, found: dict, where: str, llm, max_tokens: int, seed: int) 
         sse_call(http, fn_index, data, session, on_output)
     tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
     return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
-
-
-def client_floor(runs: int) -> dict:
-    """gradio_client's time to the first output of an endpoint that answers at once: no app can show less."""
-    import gradio as gr
-    from gradio_client import Client
-
-    def ping(text: str) -> Iterator[str]:
-        yield text
-
-    with gr.Blocks() as demo:
-        gr.api(ping, api_name="ping")
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(url, verbose=False)
-        times = []
-        for _ in range(runs + 1):
-            started = time.perf_counter()
-            next(iter(client.submit("hi", api_name="/ping")))
-            times.append(time.perf_counter() - started)
-        return summary(times[1:])
-    finally:
-        with contextlib.redirect_stdout(sys.stderr):  # Gradio says it closed; stdout carries the JSON
-            demo.close()
 
 
 def main() -> None:

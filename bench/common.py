@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
 import statistics
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +26,17 @@ def running_app(*args: str):
             yield server.url
         finally:
             server.stop()
+
+
+def endpoint_index(url: str, api_name: str) -> int:
+    """The queue index of the app's API endpoint ``api_name``."""
+    import requests
+
+    config = requests.get(f"{url}/config", timeout=10).json()
+    for index, dep in enumerate(config["dependencies"]):
+        if dep.get("api_name") == api_name:
+            return dep.get("id", index)
+    raise RuntimeError(f"the app has no /{api_name} endpoint")
 
 
 def summary(values: list[float]) -> dict:
@@ -42,3 +58,49 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
+
+
+def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> None:
+    """One event through the queue as the browser sends it: join, then read the session's event stream."""
+    from gradio_client.utils import apply_diff
+
+    http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
+    outputs = None
+    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_generating" and on_output:
+                data_out = msg["output"]["data"]
+                outputs = list(data_out) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data_out)]
+                on_output(outputs)
+            elif msg.get("msg") == "process_completed":
+                if not msg.get("success", True):
+                    raise RuntimeError(msg.get("output"))
+                return
+
+
+def client_floor(runs: int) -> dict:
+    """gradio_client's time to the first output of an endpoint that answers at once: no app can show less."""
+    import gradio as gr
+    from gradio_client import Client
+
+    def ping(text: str) -> Iterator[str]:
+        yield text
+
+    with gr.Blocks() as demo:
+        gr.api(ping, api_name="ping")
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        times = []
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            next(iter(client.submit("hi", api_name="/ping")))
+            times.append(time.perf_counter() - started)
+        return summary(times[1:])
+    finally:
+        with contextlib.redirect_stdout(sys.stderr):  # Gradio says it closed; stdout carries the JSON
+            demo.close()

@@ -64,3 +64,34 @@ def test_bad_requests_get_a_clear_error_and_the_app_keeps_serving(server, client
     with pytest.raises(AppError, match=message):
         client.predict(**kwargs, api_name="/chat")
     assert server.health()["app"] == "melange"
+
+
+def generate(client, seed: int, **overrides):
+    values = dict(
+        model="", prompt="a lighthouse at dusk", negative_prompt="", width=64, height=64, steps=3, guidance=5.0,
+        sampler="Euler", seed=seed, seed_mode="fixed", batch_count=1, batch_size=2, refiner="None", refiner_start=0.8,
+        init_image=None, strength=0.75,
+    )  # fmt: skip
+    values.update(overrides)
+    return client.predict(*values.values(), api_name="/generate")
+
+
+def test_generate_answers_pngs_with_their_recipe_and_a_seed_repeats_exactly(server, client):
+    from PIL import Image
+
+    files, summary = generate(client, seed=11)
+    assert summary["seeds"] == [11, 12] and len(files) == 2
+    recipe = Image.open(files[0]).text
+    assert "Seed: 11" in recipe["parameters"] and '"seed": 11' in recipe["melange"]
+    saved = {p.name for p in (server.data_dir / "images").iterdir()}
+    assert {i["file"] for i in summary["images"]} <= saved, "the API's images are in the gallery too"
+    again, _ = generate(client, seed=11, batch_size=1)
+    assert open(again[0], "rb").read() == open(files[0], "rb").read()
+
+
+def test_generate_refuses_bad_input_clearly(server, client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="multiple of 8"):
+        generate(client, seed=1, width=100)
+    assert server.health()["app"] == "melange"

@@ -173,3 +173,40 @@ def test_presets_fill_the_controls():
     for preset in presets:
         values = image.apply_preset(preset.name, presets)
         assert values[2:5] == (preset.width, preset.height, preset.steps)
+
+
+# ---------------------------------------------------------------- the /generate API's handler
+
+
+def run_api(tmp_path, engine=None, cancel=None, **overrides):
+    values = {**DEFAULTS, **overrides}
+    engine = engine or FakeImageEngine()
+    return image.generate_for_api(engine, Gallery(tmp_path), cancel or threading.Event(), *(values[n] for n in CONTROLS))
+
+
+def test_the_api_answers_every_saved_png_and_their_seeds(tmp_path):
+    files, summary = run_api(tmp_path, batch_count=2, batch_size=2, seed=7, seed_mode="fixed")
+    assert summary["seeds"] == [7, 8, 9, 10]
+    assert [f.split("/")[-1] for f in files] == [i["file"] for i in summary["images"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(i["file"] for i in summary["images"])
+    assert json.loads(Image.open(files[0]).text["melange"])["seed"] == 7, "the PNG carries its recipe"
+    assert "4 images" in summary["info"]
+
+
+def test_the_api_sends_no_previews(tmp_path):
+    seen = []
+    engine = FakeImageEngine()
+    original = engine.generate_batch
+    engine.generate_batch = lambda batch, on_step=None, **kw: (seen.append(kw.get("on_preview")), original(batch, on_step, **kw))[1]
+    run_api(tmp_path, engine=engine)
+    assert seen == [None], "previews are computed only for a page that shows them"
+
+
+def test_the_api_refuses_bad_input_and_a_cancel_says_what_was_kept(tmp_path):
+    with pytest.raises(gr.Error, match="multiple of 8"):
+        run_api(tmp_path, width=100)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(gr.Error, match="Cancelled"):
+        run_api(tmp_path, engine=FakeImageEngine(delay=0.01), cancel=cancel, steps=50)
+    assert list(tmp_path.iterdir()) == []

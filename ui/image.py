@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -132,15 +133,24 @@ def describe(results: list[ImageResult], paths: list[Path]) -> str:
     return " · ".join(parts) + f" · saved as {saved}"
 
 
-def generate(
+@dataclass(frozen=True)
+class Saved:
+    """A batch finished and saved: every result so far, and where each PNG went."""
+
+    results: list[ImageResult]
+    paths: list[Path]
+
+
+def run_request(
     engine: ImageEngine,
     gallery: Gallery,
     cancel: threading.Event,
-    *controls,
-    progress: gr.Progress = gr.Progress(),
-) -> Iterator[tuple]:
-    """Yields (preview, result, info, gallery, seed) as the run goes; gr.skip() leaves one as it is."""
-    request = read_controls(*controls)
+    request: Request,
+    progress: gr.Progress | None,
+    previews: bool = True,
+) -> Iterator[Saved | object]:
+    """Runs one request batch by batch. Yields a preview (PIL image, at most every PREVIEW_INTERVAL s) while
+    a batch runs and a ``Saved`` after each; a Cancel ends it with ``Cancelled`` raised."""
     params, size = request.params, request.batch_size
     total_images = request.batch_count * size
     seeds = seeds_for(request.seed_mode, params.seed, total_images, lambda: secrets.randbelow(2**32))
@@ -149,17 +159,17 @@ def generate(
 
     results: list[ImageResult] = []
     paths: list[Path] = []
-    skip = gr.skip()
     for first in range(0, total_images, size):
         batch = [replace(params, seed=s) for s in seeds[first : first + size]]
         events: queue.Queue = queue.Queue()
+        on_preview = (lambda im: events.put(("preview", im))) if previews else None
 
-        def on_step(done: int, total: int, _first=first) -> None:
+        def on_step(done: int, total: int) -> None:
             events.put(("step", done, total))
 
-        def work(batch=batch) -> None:
+        def work(batch=batch, on_preview=on_preview) -> None:
             try:
-                events.put(("done", engine.generate_batch(batch, on_step, on_preview=lambda im: events.put(("preview", im)), cancel=cancel)))
+                events.put(("done", engine.generate_batch(batch, on_step, on_preview=on_preview, cancel=cancel)))
             except BaseException as e:  # handed to the handler's thread, which raises it there
                 events.put(("error", e))
 
@@ -173,34 +183,69 @@ def generate(
                 event = ("tick",)
             if event[0] == "step":
                 _, done, total = event
-                progress((first / size + done / total) / request.batch_count, desc=f"{label} · step {done}/{total}")
+                if progress is not None:
+                    progress((first / size + done / total) / request.batch_count, desc=f"{label} · step {done}/{total}")
             elif event[0] == "preview":
                 pending_preview = event[1]
             elif event[0] == "error":
-                error = event[1]
-                if isinstance(error, Cancelled):
-                    info = f"{error} " + (describe(results, paths) if results else "No image was saved.")
-                    yield skip, skip, info, skip, skip
-                    return
+                if isinstance(event[1], Cancelled):
+                    raise Cancelled(f"{event[1]} " + (describe(results, paths) if results else "No image was saved."))
                 with user_errors():
-                    raise error
+                    raise event[1]
             elif event[0] == "done":
                 break
             if pending_preview is not None and time.monotonic() - last_preview_at >= PREVIEW_INTERVAL:
-                yield pending_preview, skip, skip, skip, skip
+                yield pending_preview
                 last_preview_at, pending_preview = time.monotonic(), None
-        batch_results = event[1]
-        results += batch_results
-        paths += [gallery.save(r) for r in batch_results]
-        yield (
-            pending_preview if pending_preview is not None else skip,
-            str(paths[-1]),
-            describe(results, paths),
-            [str(p) for p in gallery.newest(GALLERY_SIZE)],
-            skip,
-        )
-    next_seed = (results[-1].params.seed + 1) % 2**32 if request.seed_mode == "increment" else skip
-    yield skip, skip, skip, skip, next_seed
+        results += event[1]
+        paths += [gallery.save(r) for r in event[1]]
+        if pending_preview is not None:
+            yield pending_preview
+        yield Saved(list(results), list(paths))
+
+
+def generate(
+    engine: ImageEngine,
+    gallery: Gallery,
+    cancel: threading.Event,
+    *controls,
+    progress: gr.Progress = gr.Progress(),
+) -> Iterator[tuple]:
+    """The page's Generate. Yields (preview, result, info, gallery, seed) as the run goes; gr.skip() leaves
+    one as it is."""
+    request = read_controls(*controls)
+    skip = gr.skip()
+    saved = None
+    try:
+        for event in run_request(engine, gallery, cancel, request, progress):
+            if isinstance(event, Saved):
+                saved = event
+                newest = [str(p) for p in gallery.newest(GALLERY_SIZE)]
+                yield skip, str(event.paths[-1]), describe(event.results, event.paths), newest, skip
+            else:
+                yield event, skip, skip, skip, skip
+    except Cancelled as stopped:
+        yield skip, skip, str(stopped), skip, skip
+        return
+    if request.seed_mode == "increment" and saved is not None:
+        yield skip, skip, skip, skip, (saved.results[-1].params.seed + 1) % 2**32
+
+
+def generate_for_api(engine: ImageEngine, gallery: Gallery, cancel: threading.Event, *controls, progress=None) -> tuple[list[str], dict]:
+    """The API's ``/generate``: the same request, without step previews (nobody watches them), answered with
+    the saved PNGs and a summary: ``{"info", "seeds", "images": [recipe, …]}``."""
+    request = read_controls(*controls)
+    saved = None
+    try:
+        for event in run_request(engine, gallery, cancel, request, progress, previews=False):
+            if isinstance(event, Saved):
+                saved = event
+    except Cancelled as stopped:
+        raise gr.Error(str(stopped), title="Cancelled") from None
+    assert saved is not None
+    recipes = [{"file": p.name, "seed": r.params.seed, "model": r.model, "model_hash": r.model_hash} for r, p in zip(saved.results, saved.paths)]
+    summary = {"info": describe(saved.results, saved.paths), "seeds": [r.params.seed for r in saved.results], "images": recipes}
+    return [str(p) for p in saved.paths], summary
 
 
 def restore(path: str | None, models: list[str]) -> tuple:
@@ -337,19 +382,34 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
         "strength": strength,
     }  # fmt: skip
 
+    @contextmanager
+    def own_cancel(request: gr.Request) -> Iterator[threading.Event]:
+        """A Cancel event for this browser session's run: Cancel stops only your own."""
+        event = cancels[request.session_hash] = threading.Event()
+        try:
+            yield event
+        finally:
+            event.set()  # a closed page or a finished run: nothing left to stop
+            if cancels.get(request.session_hash) is event:
+                del cancels[request.session_hash]
+
     def handler(
         model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode, batch_count,
         batch_size, refiner, refiner_start, init_image, strength, request: gr.Request, progress=gr.Progress(),
     ):  # fmt: skip
         values = (model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode,
                   batch_count, batch_size, refiner, refiner_start, init_image, strength)  # fmt: skip
-        event = cancels[request.session_hash] = threading.Event()
-        try:
+        with own_cancel(request) as event:
             yield from generate(engine, gallery_store, event, *values, progress=progress)
-        finally:
-            event.set()  # a closed page or a finished run: nothing left to stop
-            if cancels.get(request.session_hash) is event:
-                del cancels[request.session_hash]
+
+    def api_handler(
+        model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode, batch_count,
+        batch_size, refiner, refiner_start, init_image, strength, request: gr.Request, progress=gr.Progress(),
+    ):  # fmt: skip
+        values = (model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode,
+                  batch_count, batch_size, refiner, refiner_start, init_image, strength)  # fmt: skip
+        with own_cancel(request) as event:
+            return generate_for_api(engine, gallery_store, event, *values, progress=progress)
 
     def cancel(request: gr.Request) -> None:
         event = cancels.get(request.session_hash)
@@ -358,8 +418,14 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
 
     gr.on(
         [run.click, prompt.submit], handler, controls, [preview, image, info, gallery, seed],
-        concurrency_id="image", api_name="generate",
+        concurrency_id="image", api_visibility="private",
     ).then(lambda: model_line(engine), None, model_info, api_visibility="private")  # fmt: skip
+    # The API's own endpoint (Gradio's hidden-button idiom): the same controls in, the PNGs and a summary out,
+    # in the same queue as the page's runs. No step previews: encoding them for nobody slowed every image.
+    api_images = gr.File(file_count="multiple", visible=False)
+    api_summary = gr.JSON(visible=False)
+    api_button = gr.Button(visible=False)
+    api_button.click(api_handler, controls, [api_images, api_summary], concurrency_id="image", api_name="generate")
     stop.click(cancel, None, None, concurrency_limit=None, api_name="cancel")
     size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], api_visibility="private")
     recipe_drop.upload(
