@@ -53,7 +53,7 @@ def app_rtf(url: str, path: Path, runs: int, duration: float) -> tuple[float, fl
         started = time.perf_counter()
         text, _timed, info, *_ = client.predict(
             handle_file(str(path)), "Auto-detect", "transcribe", BEAM_SIZE, True, False, "", "", False, False, 0,
-            api_name="/file_handler",
+            api_name="/transcribe",
         )  # fmt: skip
         calls.append(time.perf_counter() - started)
         served.append(float(info.split("done in ")[1].split(" s")[0]))

@@ -147,3 +147,19 @@ def test_switching_to_a_broken_model_is_a_clear_message():
     with pytest.raises(Exception, match="model.bin"):
         engine.switch("/models/missing")
     assert panel.engine.status().model == "fake-whisper"
+
+
+def test_a_failed_live_decode_is_shown_under_the_captions(panel):
+    from engines.live_captions import Captions
+
+    class Session:  # a recording whose background decode failed after two words
+        error = "the model ran out of memory"
+        closed = False
+
+        def captions(self):
+            return Captions("Hello there", "", 1.0)
+
+    session, page = panel.live_chunk(None, Session(), None)
+    assert "Hello there" in page
+    assert 'class="live-error"' in page and "the model ran out of memory" in page and "Stop transcribes all of it" in page
+    assert "live-error" not in transcribe.captions_html(Captions("Hello there", "", 1.0))

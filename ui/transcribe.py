@@ -112,16 +112,21 @@ def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | Non
     return paths
 
 
-def captions_html(captions: Captions | None, final: str | None = None) -> str:
-    """Confirmed words in the normal colour, the tentative tail grey and italic."""
+def captions_html(captions: Captions | None, final: str | None = None, error: str = "") -> str:
+    """Confirmed words in the normal colour, the tentative tail grey and italic; a failed decode under them."""
     if final is not None:
         return f'<div class="live-captions"><span class="confirmed">{html.escape(final)}</span></div>'
-    if captions is None:
+    if captions is None and not error:
         return '<div class="live-captions"><span class="hint">Press Record and speak: captions appear here.</span></div>'
-    tail = f' <span class="tentative" style="color:#888;font-style:italic">{html.escape(captions.tentative)}</span>'
+    confirmed, tentative = (captions.confirmed, captions.tentative) if captions else ("", "")
+    tail = f' <span class="tentative" style="color:#888;font-style:italic">{html.escape(tentative)}</span>'
+    note = (
+        f'<div class="live-error" style="color:#c00">Live captions stopped updating: {html.escape(error)}. '
+        "The recording goes on; Stop transcribes all of it.</div>"
+    )
     return (
-        f'<div class="live-captions"><span class="confirmed">{html.escape(captions.confirmed)}</span>'
-        f"{tail if captions.tentative else ''}</div>"
+        f'<div class="live-captions"><span class="confirmed">{html.escape(confirmed)}</span>'
+        f"{tail if tentative else ''}</div>{note if error else ''}"
     )
 
 
@@ -192,7 +197,7 @@ class TranscribePanel:
     def live_chunk(self, chunk, session: LiveCaptioner | None, options: FileOptions):
         """Stream handler: one microphone chunk in, the captions so far out."""
         if chunk is None:
-            return session, captions_html(session.captions() if session else None)
+            return session, captions_html(session.captions() if session else None, error=session.error if session else "")
         rate, data = chunk
         with user_errors():
             if session is None or session.closed:
@@ -202,7 +207,7 @@ class TranscribePanel:
                     self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
                 )
             captions = session.feed(rate, data)
-        return session, captions_html(captions)
+        return session, captions_html(captions, error=session.error)
 
     def live_stop(self, session: LiveCaptioner | None, options: FileOptions, progress: gr.Progress = gr.Progress()):
         """Re-transcribe the whole recording in one pass, with word timestamps; it replaces the live text."""
@@ -296,7 +301,7 @@ def build(
         yield from panel.transcribe(audio_path, FileOptions(*values), progress)
 
     file_outputs = [text, timed, info, transcript_state, files, speaker_table]
-    event = run.click(file_handler, [audio, *option_inputs], file_outputs, concurrency_id="speech")
+    event = run.click(file_handler, [audio, *option_inputs], file_outputs, concurrency_id="speech", api_name="transcribe")
     stop.click(None, None, None, cancels=[event])
     event.then(lambda: model_line(engine), None, model_info)
     rename.click(panel.rename, [transcript_state, speaker_table], [timed, files])
