@@ -210,3 +210,14 @@ def test_the_api_refuses_bad_input_and_a_cancel_says_what_was_kept(tmp_path):
     with pytest.raises(gr.Error, match="Cancelled"):
         run_api(tmp_path, engine=FakeImageEngine(delay=0.01), cancel=cancel, steps=50)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gallery_selection_is_looked_up_in_the_images_folder_only(tmp_path):
+    saved = tmp_path / "00001-7.png"
+    Image.new("RGB", (8, 8)).save(saved)
+    outside = tmp_path.parent / "secret.png"
+    assert image.selected_image({"image": {"path": str(saved), "url": "x"}, "caption": None}, tmp_path) == saved
+    assert image.selected_image({"image": {"path": None, "url": f"http://h/gradio_api/file={saved}?t=1"}}, tmp_path) == saved
+    assert image.selected_image({"image": {"path": f"{tmp_path}/../{outside.name}"}}, tmp_path) is None
+    assert image.selected_image({"image": {"path": str(tmp_path / "missing.png")}}, tmp_path) is None
+    assert image.selected_image(None, tmp_path) is None

@@ -248,6 +248,16 @@ def generate_for_api(engine: ImageEngine, gallery: Gallery, cancel: threading.Ev
     return [str(p) for p in saved.paths], summary
 
 
+def selected_image(value, images_dir: Path) -> Path | None:
+    """The gallery file a select event points at, looked up by name in the images folder only: the event
+    comes from the page, so its path is not trusted."""
+    image = value.get("image", value) if isinstance(value, dict) else value
+    where = (image.get("path") or image.get("url") or "") if isinstance(image, dict) else str(image or "")
+    name = Path(where.split("?")[0]).name
+    path = images_dir / name
+    return path if name.endswith(".png") and path.is_file() else None
+
+
 def restore(path: str | None, models: list[str]) -> tuple:
     """Control values from a dropped PNG's recipe, in the order of ``RESTORED``; a PNG without one is an error."""
     if not path:
@@ -372,6 +382,8 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
                 lambda: [str(p) for p in gallery_store.newest(GALLERY_SIZE)], label="Gallery (newest first)", columns=4,
                 elem_id="image-gallery", format="png", show_label=True,
             )  # fmt: skip
+            reuse = gr.Button("Use the selected image's settings", size="sm", elem_id="image-reuse")
+            selected = gr.State(None)
 
     controls = [model, prompt, negative, width, height, steps, guidance, sampler, seed, seed_mode,
                 batch_count, batch_size, refiner, refiner_start, init_image, strength]  # fmt: skip
@@ -431,6 +443,20 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
     recipe_drop.upload(
         lambda path: restore(path, engine.models()), recipe_drop, [*(by_name[n] for n in RESTORED), info], api_name="restore"
     )
+
+    def on_select(evt: gr.SelectData):
+        path = selected_image(evt.value, images_dir)
+        if path is None:
+            return None, gr.skip()
+        return str(path), f"Selected `{path.name}`: **Use the selected image's settings** puts its recipe back in the controls."
+
+    def reuse_selected(path: str | None):
+        if not path:
+            raise gr.Error("Click an image in the gallery first.", title="No image selected")
+        return restore(path, engine.models())
+
+    gallery.select(on_select, None, [selected, info], api_visibility="private")
+    reuse.click(reuse_selected, selected, [*(by_name[n] for n in RESTORED), info], api_visibility="private")
     preset_box.change(
         lambda name: apply_preset(name, presets), preset_box,
         [model, size, width, height, steps, guidance, sampler, negative, refiner, refiner_start], api_visibility="private",

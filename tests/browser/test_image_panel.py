@@ -82,3 +82,18 @@ def test_a_file_that_is_not_a_png_recipe_gets_a_clear_message(real_app, page, tm
     page.locator("#image-recipe input[type=file]").set_input_files(str(bogus))
     expect(page.locator(".toast-body").first).to_contain_text("not an image", timeout=30_000)
     assert real_app.health()["app"] == "melange"
+
+
+def test_a_gallery_image_gives_back_its_settings(real_app, page):
+    open_image_tab(page, real_app.url)
+    page.fill("#image-prompt textarea", "a windmill at noon")
+    page.fill("#image-seed input", "4242")
+    page.click("#image-generate")
+    expect(page.locator("#image-info")).to_contain_text("Seed 4242", timeout=120_000)
+    page.fill("#image-prompt textarea", "something else")
+    page.fill("#image-seed input", "1")
+    page.locator("#image-gallery img").first.click()
+    expect(page.locator("#image-info")).to_contain_text("Selected", timeout=30_000)
+    page.click("#image-reuse")
+    expect(page.locator("#image-prompt textarea")).to_have_value("a windmill at noon", timeout=30_000)
+    expect(page.locator("#image-seed input")).to_have_value("4242")
