@@ -265,7 +265,8 @@ class DiffusersImageEngine:
         return entry.derived["img2img"]
 
     def _preview(self, latents, xl: bool):
-        """A small RGB picture of the first image's latents: a linear map, or TAESD when asked for."""
+        """A small RGB picture of the first image's latents: a linear map at latent size (the page scales it
+        up), or TAESD at full size when asked for."""
         import torch
         from PIL import Image
 
@@ -277,8 +278,7 @@ class DiffusersImageEngine:
                 coefs = torch.tensor(LATENT_RGB["sdxl" if xl else "sd"], dtype=torch.float32, device=latent.device)
                 rgb = torch.einsum("chw,cr->hwr", latent[0].float(), coefs)
             rgb = ((rgb.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8).cpu().numpy()
-        image = Image.fromarray(rgb)
-        return image.resize((image.width * 4, image.height * 4), Image.Resampling.BILINEAR) if self._taesd is None else image
+        return Image.fromarray(rgb)
 
     def _load_taesd(self, xl: bool) -> None:
         if not self.speed.tiny_vae_preview or self._taesd is not None:

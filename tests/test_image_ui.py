@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import json
 import threading
 
@@ -75,8 +77,11 @@ def test_batches_and_seed_modes(tmp_path):
 def test_previews_are_sent_while_generating(tmp_path, monkeypatch):
     monkeypatch.setattr(image, "PREVIEW_INTERVAL", 0.0)
     updates = run(tmp_path, engine=FakeImageEngine(delay=0.02), steps=5)
-    previews = [u[0] for u in updates if isinstance(u[0], Image.Image)]
+    previews = [u[0] for u in updates if isinstance(u[0], str) and u[0].startswith("<img")]
     assert len(previews) >= 2, "previews arrive step by step"
+    data = previews[0].split("base64,")[1].split('"')[0]
+    picture = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert picture.format == "JPEG" and picture.size[0] > 0, "inlined as a small JPEG: no file, no second request"
 
 
 def test_cancel_stops_the_run_and_says_so(tmp_path):
