@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -11,6 +14,7 @@ from engines.base import ImageResult
 from engines.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
+SOURCES = "sources"  # img2img starting images, beside the PNGs that name them
 
 
 class Gallery:
@@ -27,6 +31,9 @@ class Gallery:
         image = result.image
         assert isinstance(image, Image.Image)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if result.params.init_image:  # the recipe names the kept copy, so the image can be made again
+            kept = self.keep_source(result.params.init_image)
+            result = replace(result, params=replace(result.params, init_image=str(kept)))
         number = max((self._number(p) for p in self.folder.glob("*.png")), default=-1) + 1
         info = png_info(result)
         while True:
@@ -37,6 +44,23 @@ class Gallery:
                 return path
             except FileExistsError:
                 number += 1
+
+    def keep_source(self, path: str | Path) -> Path:
+        """An img2img starting image, copied under ``sources/`` by its content's hash: the upload it came from
+        is a temporary file, and one source used for many images is kept once."""
+        data = Path(path).read_bytes()
+        target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + (Path(path).suffix.lower() or ".png"))
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+            partial.write_bytes(data)
+            partial.replace(target)  # atomic: a reader never sees half a file
+        return target
+
+    def source(self, name: str) -> Path | None:
+        """A kept starting image by the name a recipe gives; only ever inside ``sources/``."""
+        path = self.folder / SOURCES / Path(name).name
+        return path if path.is_file() else None
 
     def newest(self, limit: int = 200) -> list[Path]:
         """PNGs newest first (by number, then modification time for files named otherwise)."""

@@ -17,7 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 from engines.base import ImageParams, ImageResult, InputError
 
 RECIPE_VERSION = 1
-# What a recipe restores: every parameter but the img2img source, which is a file on someone's disk.
+# What a recipe restores besides the img2img source, which it names: the gallery keeps a copy under sources/.
 RECIPE_FIELDS = tuple(f.name for f in fields(ImageParams) if f.name != "init_image")
 
 

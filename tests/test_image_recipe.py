@@ -78,14 +78,31 @@ def test_recipe_round_trip(engine, data_dir, tmp_path, settings):
     assert Path(again).read_bytes() == Path(png).read_bytes()
 
 
-def test_img2img_from_the_panel(engine, tmp_path):
-    start = generate(engine, tmp_path / "start", width=96, height=96)[0]
-    out = generate(engine, tmp_path / "out", init_image=start, strength=0.7, steps=4)[0]
+def test_img2img_round_trip_keeps_its_starting_image(engine, tmp_path):
+    """The upload an img2img run starts from is a temporary file: the gallery keeps a copy the recipe names,
+    so dropping the PNG back restores the starting image too and makes the same image again."""
+    start = tmp_path / "upload.png"
+    Path(generate(engine, tmp_path / "start", width=96, height=96)[0]).replace(start)
+    folder = tmp_path / "images"
+    out = generate(engine, folder, init_image=str(start), strength=0.7, steps=4)[0]
     recipe = read_recipe(out)
-    assert recipe["strength"] == 0.7 and recipe["init_image"] == Path(start).name
+    kept = folder / "sources" / recipe["init_image"]
+    assert recipe["strength"] == 0.7 and kept.read_bytes() == start.read_bytes()
     from PIL import Image
 
     assert "Denoising strength: 0.7" in Image.open(out).info["parameters"]
+    start.unlink()  # the upload is gone, as Gradio's temporary files go
+    generate(engine, folder, init_image=str(kept), strength=0.7, steps=4, seed=99)  # same source: kept once
+    assert len(list((folder / "sources").iterdir())) == 1
+
+    restored = dict(zip(image.RESTORED, image.restore(out, engine.models(), Gallery(folder))))
+    assert restored["init_image"] == str(kept) and restored["strength"] == 0.7
+    again = generate(engine, tmp_path / "again", **{k: restored.get(k, DEFAULTS[k]) for k in CONTROLS})[0]
+    assert Path(again).read_bytes() == Path(out).read_bytes()
+
+    *values, info = image.restore(out, engine.models(), Gallery(tmp_path / "empty"))
+    assert dict(zip(image.RESTORED, values))["init_image"] is None
+    assert "starting image is not in this gallery" in info
 
 
 def test_gallery_survives_a_restart(engine, data_dir, tmp_path):

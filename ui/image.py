@@ -274,8 +274,9 @@ def selected_image(value, images_dir: Path) -> Path | None:
     return path if name.endswith(".png") and path.is_file() else None
 
 
-def restore(path: str | None, models: list[str]) -> tuple:
-    """Control values from a dropped PNG's recipe, in the order of ``RESTORED``; a PNG without one is an error."""
+def restore(path: str | None, models: list[str], gallery: Gallery | None = None) -> tuple:
+    """Control values from a dropped PNG's recipe, in the order of ``RESTORED``; a PNG without one is an error.
+    An img2img recipe gets its starting image back from ``gallery``'s kept sources when it is there."""
     if not path:
         return tuple(gr.skip() for _ in RESTORED) + (gr.skip(),)
     with user_errors():
@@ -288,6 +289,11 @@ def restore(path: str | None, models: list[str]) -> tuple:
     note = ""
     if isinstance(model, str) and model not in models and "/" not in model:
         note = f" Its model {model!r} is not available here: pick one before generating."
+    source = None
+    if recipe.get("init_image"):
+        source = gallery.source(recipe["init_image"]) if gallery else None
+        if source is None:
+            note += " Its starting image is not in this gallery: drop it in Image to image before generating."
     width, height = int(get("width")), int(get("height"))
     values = {
         "model": model,
@@ -305,6 +311,7 @@ def restore(path: str | None, models: list[str]) -> tuple:
         "batch_size": 1,
         "refiner": recipe.get("refiner") or NO_REFINER,
         "refiner_start": float(get("refiner_start")),
+        "init_image": str(source) if source else None,  # none: a leftover start image would change the result
         "strength": float(get("strength")),
     }
     info = f"Restored the settings of `{Path(path).name}` (seed {values['seed']}).{note}"
@@ -313,7 +320,7 @@ def restore(path: str | None, models: list[str]) -> tuple:
 
 RESTORED = (
     "model", "prompt", "negative_prompt", "size", "width", "height", "steps", "guidance", "sampler",
-    "seed", "seed_mode", "batch_count", "batch_size", "refiner", "refiner_start", "strength",
+    "seed", "seed_mode", "batch_count", "batch_size", "refiner", "refiner_start", "init_image", "strength",
 )  # fmt: skip
 
 
@@ -407,7 +414,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
         "model": model, "prompt": prompt, "negative_prompt": negative, "size": size, "width": width, "height": height,
         "steps": steps, "guidance": guidance, "sampler": sampler, "seed": seed, "seed_mode": seed_mode,
         "batch_count": batch_count, "batch_size": batch_size, "refiner": refiner, "refiner_start": refiner_start,
-        "strength": strength,
+        "init_image": init_image, "strength": strength,
     }  # fmt: skip
 
     @contextmanager
@@ -457,7 +464,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
     stop.click(cancel, None, None, concurrency_limit=None, api_name="cancel")
     size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], api_visibility="private")
     recipe_drop.upload(
-        lambda path: restore(path, engine.models()), recipe_drop, [*(by_name[n] for n in RESTORED), info], api_name="restore"
+        lambda path: restore(path, engine.models(), gallery_store), recipe_drop, [*(by_name[n] for n in RESTORED), info], api_name="restore"
     )
 
     def on_select(evt: gr.SelectData):
@@ -469,7 +476,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
     def reuse_selected(path: str | None):
         if not path:
             raise gr.Error("Click an image in the gallery first.", title="No image selected")
-        return restore(path, engine.models())
+        return restore(path, engine.models(), gallery_store)
 
     gallery.select(on_select, None, [selected, info], api_visibility="private")
     reuse.click(reuse_selected, selected, [*(by_name[n] for n in RESTORED), info], api_visibility="private")
