@@ -95,3 +95,25 @@ def test_generate_refuses_bad_input_clearly(server, client):
     with pytest.raises(AppError, match="multiple of 8"):
         generate(client, seed=1, width=100)
     assert server.health()["app"] == "melange"
+
+
+def test_cancelling_a_chat_stops_generation_and_keeps_the_partial_reply(server, client):
+    import json
+    import time
+
+    job = client.submit("Write a long story about a lighthouse keeper.", max_tokens=2048, temperature=0.0, seed=3, api_name="/chat")
+    seen = next(iter(job))
+    while not (seen.get("reply") or "").strip():
+        seen = next(iter(job))
+    conversation_id = seen["conversation_id"]
+    job.cancel()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(server.data_dir / "melange.db") as db:
+            row = db.execute("SELECT content, stats FROM messages WHERE conversation_id = ? AND role = 'assistant'", (conversation_id,)).fetchone()
+        if row and row[1] and json.loads(row[1]).get("finish_reason") == "cancelled":
+            break
+        time.sleep(0.2)
+    assert row and json.loads(row[1]) == {"finish_reason": "cancelled"}, row
+    assert row[0].startswith(seen["reply"]) and len(row[0].split()) < 1000, "stopped early, the partial reply kept"
+    assert server.health()["app"] == "melange"
