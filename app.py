@@ -152,8 +152,9 @@ def build_app(
             ui.image.build(engines.image, presets.image, settings.data_dir / "images")
         with gr.Tab("Transcribe", id="transcribe"):
             ui.transcribe.build(
-                engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models"
-            )
+                engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",
+                recordings_dir=settings.data_dir / "recordings", blocks=blocks,
+            )  # fmt: skip
     # One job at a time per engine (events share a concurrency_id per engine); panels run side by side.
     blocks.queue(default_concurrency_limit=1)
     return blocks

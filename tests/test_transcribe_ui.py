@@ -119,7 +119,7 @@ def test_bad_beam_size_is_a_clear_message(panel, tmp_path):
 
 def test_live_stop_without_a_recording_explains_the_microphone(panel):
     with pytest.raises(gr.Error, match="microphone"):
-        list(panel.live_stop(None, FileOptions()))
+        list(panel.live_stop("a-page", FileOptions()))
 
 
 def test_info_line_for_english_only_and_translation():
@@ -159,7 +159,39 @@ def test_a_failed_live_decode_is_shown_under_the_captions(panel):
         def captions(self):
             return Captions("Hello there", "", 1.0)
 
-    session, page = panel.live_chunk(None, Session(), None)
+    panel._live["a-page"] = Session()
+    page = panel.live_chunk("a-page", None, FileOptions())
     assert "Hello there" in page
     assert 'class="live-error"' in page and "the model ran out of memory" in page and "Stop transcribes all of it" in page
     assert "live-error" not in transcribe.captions_html(Captions("Hello there", "", 1.0))
+
+
+def microphone_chunk(seconds: float = 0.5, rate: int = 48000):
+    import numpy as np
+
+    return rate, np.zeros((int(seconds * rate), 2), dtype=np.int16)
+
+
+def test_one_recording_per_page_and_none_after_stop(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    panel = TranscribePanel(FakeSpeechEngine(), FakeLabeler(), recordings_dir=tmp_path)
+    panel.live_start("a-page", FileOptions())
+    with ThreadPoolExecutor(4) as pool:  # chunks handled at once, as Gradio may
+        list(pool.map(lambda _: panel.live_chunk("a-page", microphone_chunk(), FileOptions()), range(8)))
+    panel.live_chunk("other-page", microphone_chunk(), FileOptions())
+    assert len(list(tmp_path.glob("*.wav"))) == 2, "one recording per page, however the chunks race"
+    *_, last = panel.live_stop("a-page", FileOptions())
+    recording = Path(last[-1])
+    assert recording.parent == tmp_path and 3.9 < transcribe_duration(recording) < 4.1, "every chunk is in it"
+    assert isinstance(panel.live_chunk("a-page", microphone_chunk(), FileOptions()), dict), "a late chunk is dropped"
+    assert len(list(tmp_path.glob("*.wav"))) == 2, "and starts no recording"
+    panel.live_forget("other-page")  # its page closed without Stop: the file is finished, nothing left open
+    assert all(transcribe_duration(p) > 0 for p in tmp_path.glob("*.wav"))
+
+
+def transcribe_duration(path: Path) -> float:
+    import wave
+
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -137,12 +138,18 @@ class TranscribePanel:
         speakers: SpeakerLabeler | None = None,
         models_dir: Path | None = None,
         cache_dir: Path | None = None,
+        recordings_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.speakers = speakers or SpeakerLabeler()
         self.models_dir = models_dir
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "melange-models"
-        self.recordings = Path(tempfile.gettempdir()) / "melange-recordings"
+        self.recordings = recordings_dir or Path(tempfile.gettempdir()) / "melange-recordings"
+        # One recording per browser session, kept here rather than in a gr.State: two microphone chunks handled
+        # at once would each see an empty State and start a recording of their own, and a chunk arriving after
+        # Stop would start one nobody ever finishes (an open file and a thread, left behind).
+        self._live: dict[str, LiveCaptioner | None] = {}  # None: stopped; late chunks are dropped
+        self._live_lock = threading.Lock()
 
     # ---------------------------------------------------------------- files
 
@@ -190,27 +197,44 @@ class TranscribePanel:
 
     # ---------------------------------------------------------------- live
 
-    def live_start(self, options: FileOptions, progress: gr.Progress = gr.Progress()):
+    def live_start(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
+        """Record pressed (``key``: the browser session): a new recording starts with the next chunk."""
+        with self._live_lock:
+            old = self._live.pop(key, None)
+        if old is not None:
+            old.finish()  # a recording left running by a page that never sent Stop
         ensure_loaded(self.engine, progress)
-        return None, captions_html(None)
+        return captions_html(None)
 
-    def live_chunk(self, chunk, session: LiveCaptioner | None, options: FileOptions):
+    def _session(self, key: str, options: FileOptions) -> LiveCaptioner | None:
+        with self._live_lock:
+            if key in self._live:
+                return self._live[key]  # the running recording, or None after Stop
+            self.recordings.mkdir(parents=True, exist_ok=True)
+            path = self.recordings / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
+            session = self._live[key] = LiveCaptioner(
+                self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
+            )
+            return session
+
+    def live_chunk(self, key: str, chunk, options: FileOptions) -> str:
         """Stream handler: one microphone chunk in, the captions so far out."""
         if chunk is None:
-            return session, captions_html(session.captions() if session else None, error=session.error if session else "")
+            session = self._live.get(key)
+            return captions_html(session.captions() if session else None, error=session.error if session else "")
         rate, data = chunk
         with user_errors():
+            session = self._session(key, options)
             if session is None or session.closed:
-                self.recordings.mkdir(parents=True, exist_ok=True)
-                path = self.recordings / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
-                session = LiveCaptioner(
-                    self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
-                )
+                return gr.skip()  # after Stop: the final transcript owns the page now
             captions = session.feed(rate, data)
-        return session, captions_html(captions, error=session.error)
+        return captions_html(captions, error=session.error)
 
-    def live_stop(self, session: LiveCaptioner | None, options: FileOptions, progress: gr.Progress = gr.Progress()):
+    def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
         """Re-transcribe the whole recording in one pass, with word timestamps; it replaces the live text."""
+        with self._live_lock:
+            session = self._live.get(key)
+            self._live[key] = None  # chunks still on their way are dropped
         if session is None:
             raise gr.Error(
                 "Nothing was recorded. If the browser asked for the microphone, allow it (the icon left of "
@@ -223,7 +247,14 @@ class TranscribePanel:
         last = None
         for last in self.transcribe(str(path), final, progress):
             text = last[0]
-            yield (session, captions_html(session.captions()) if last[3] is None else captions_html(None, text), *last, str(path))
+            yield (captions_html(session.captions()) if last[3] is None else captions_html(None, text), *last, str(path))
+
+    def live_forget(self, key: str) -> None:
+        """The page closed: finish its recording, if one is running, so nothing is left open."""
+        with self._live_lock:
+            session = self._live.pop(key, None)
+        if session is not None:
+            session.finish()
 
 
 def build(
@@ -232,9 +263,12 @@ def build(
     models_dir: Path | None = None,
     speakers: SpeakerLabeler | None = None,
     cache_dir: Path | None = None,
+    recordings_dir: Path | None = None,
+    blocks: gr.Blocks | None = None,
 ) -> None:
-    """``cache_dir``: where the Whisper base extra is joined (default: the temp dir)."""
-    panel = TranscribePanel(engine, speakers, models_dir, cache_dir)
+    """``cache_dir``: where the Whisper base extra is joined (default: the temp dir); ``recordings_dir``: where
+    live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes."""
+    panel = TranscribePanel(engine, speakers, models_dir, cache_dir, recordings_dir)
     preset = presets[0]
     model_info = gr.Markdown(model_line(engine), elem_id="transcribe-model")
     with gr.Row():
@@ -293,7 +327,6 @@ def build(
             files = gr.File(label="Exports (TXT, SRT, VTT, JSON)", file_count="multiple", elem_id="transcript-files")
             recording = gr.File(label="Recording", visible=True, elem_id="live-recording")
     transcript_state = gr.State(None)
-    live_state = gr.State(None)
     option_inputs = [language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
                      label_speakers, num_speakers]  # fmt: skip
 
@@ -306,24 +339,36 @@ def build(
     event.then(lambda: model_line(engine), None, model_info)
     rename.click(panel.rename, [transcript_state, speaker_table], [timed, files])
 
-    live_audio.start_recording(lambda *v: panel.live_start(FileOptions(*v)), option_inputs, [live_state, live_html])
+    # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
+    def start_handler(request: gr.Request, *values, progress=gr.Progress()):
+        return panel.live_start(request.session_hash, FileOptions(*values), progress)
+
+    def chunk_handler(request: gr.Request, chunk, *values):
+        return panel.live_chunk(request.session_hash, chunk, FileOptions(*values))
+
+    def stop_handler(request: gr.Request, *values, progress=gr.Progress()):
+        yield from panel.live_stop(request.session_hash, FileOptions(*values), progress)
+
+    live_audio.start_recording(start_handler, option_inputs, live_html)
     live_audio.stream(
-        lambda chunk, session, *v: panel.live_chunk(chunk, session, FileOptions(*v)),
-        [live_audio, live_state, *option_inputs],
-        [live_state, live_html],
+        chunk_handler,
+        [live_audio, *option_inputs],
+        live_html,
         stream_every=STREAM_EVERY,
         time_limit=LIVE_TIME_LIMIT,
         concurrency_id="live",
         concurrency_limit=4,
         show_progress="hidden",
     )
-
-    def stop_handler(session, *values, progress=gr.Progress()):
-        yield from panel.live_stop(session, FileOptions(*values), progress)
-
     live_audio.stop_recording(
-        stop_handler, [live_state, *option_inputs], [live_state, live_html, *file_outputs, recording], concurrency_id="speech"
+        stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech"
     ).then(lambda: model_line(engine), None, model_info)
+    if blocks is not None:
+
+        def page_closed(request: gr.Request) -> None:
+            panel.live_forget(request.session_hash)
+
+        blocks.unload(page_closed)
 
     def switch(value, progress=gr.Progress()):
         if not value:
