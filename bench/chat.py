@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import client_floor, machine, running_app, sse_call, summary  # noqa: E402
+from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
 from engines import embedded  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper and a storm."
@@ -73,23 +73,13 @@ def app_run(client, llm, max_tokens: int, seed: int) -> dict:
 
 
 def endpoints(url: str) -> dict:
-    """Queue indexes: the /chat API, the page's Send (the chat input's submit, with its input types so the
-    page's server-side State is left out as the browser leaves it) and a no-op to open a session with."""
-    import requests
-
-    config = requests.get(f"{url}/config", timeout=10).json()
-    components = {c["id"]: c for c in config["components"]}
-    chat_input = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat-input")
-    found = {}
-    for index, dep in enumerate(config["dependencies"]):
-        fn = dep.get("id", index)
-        if dep.get("api_name") == "chat":
-            found["api"] = fn
-        if [chat_input, "submit"] in [list(t) for t in dep["targets"]]:
-            found["page"] = (fn, [components[i]["type"] for i in dep["inputs"]])
-        if dep.get("api_name") == "cancel":  # the image panel's Cancel: does nothing when nothing runs
-            found["noop"] = fn
-    return found
+    """Queue indexes: the /chat API, the page's Send (with its input types, so the page's server-side State is
+    left out as the browser leaves it) and a no-op to open a session with."""
+    return {
+        "api": find_event(url, api_name="chat")[0],
+        "page": find_event(url, elem_id="chat-input", trigger="submit"),
+        "noop": find_event(url, api_name="cancel")[0],  # the image panel's Cancel: does nothing when nothing runs
+    }
 
 
 def page_reply(outputs: list) -> str:

@@ -28,15 +28,20 @@ def running_app(*args: str):
             server.stop()
 
 
-def endpoint_index(url: str, api_name: str) -> int:
-    """The queue index of the app's API endpoint ``api_name``."""
+def find_event(url: str, *, api_name: str | None = None, elem_id: str | None = None, trigger: str = "click") -> tuple[int, list[str]]:
+    """An event's queue index and its inputs' component types: by its API name, or by the page element and
+    trigger that fire it (the page's own events are private to the API)."""
     import requests
 
     config = requests.get(f"{url}/config", timeout=10).json()
+    components = {c["id"]: c for c in config["components"]}
+    element = next((i for i, c in components.items() if elem_id and c.get("props", {}).get("elem_id") == elem_id), None)
     for index, dep in enumerate(config["dependencies"]):
-        if dep.get("api_name") == api_name:
-            return dep.get("id", index)
-    raise RuntimeError(f"the app has no /{api_name} endpoint")
+        by_name = api_name is not None and dep.get("api_name") == api_name
+        by_element = element is not None and [element, trigger] in [list(t) for t in dep["targets"]]
+        if by_name or by_element:
+            return dep.get("id", index), [components[i]["type"] for i in dep["inputs"]]
+    raise RuntimeError(f"the app has no event {api_name or f'{elem_id}.{trigger}'}")
 
 
 def summary(values: list[float]) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import client_floor, endpoint_index, machine, running_app, sse_call, summary  # noqa: E402
+from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
 from engines.image_diffusers import SAMPLERS  # noqa: E402
 from engines.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
 
@@ -106,18 +106,6 @@ def app_run(client, config: dict, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def page_generate_index(url: str) -> int:
-    """The queue index of the page's own Generate (previews, progress, gallery), as the browser calls it."""
-    import requests
-
-    config = requests.get(f"{url}/config", timeout=10).json()
-    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "image-generate")
-    for index, dep in enumerate(config["dependencies"]):
-        if [button, "click"] in [list(t) for t in dep["targets"]]:
-            return dep.get("id", index)
-    raise RuntimeError("the page has no Generate button")
-
-
 def app_sse_run(http, fn_index: int, session: str, config: dict, seed: int) -> float:
     started = time.perf_counter()
     sse_call(http, fn_index, controls(config, seed), session)
@@ -132,8 +120,8 @@ def bench(folder: Path, configs: list[dict], device: str, runs: int, app_args: l
     out = []
     with running_app("--device", device, *app_args) as url, httpx.Client(base_url=url, timeout=600) as http:
         client = Client(url, verbose=False, download_files=False)  # time the answer, not copying files back
-        fn_index, session = endpoint_index(url, "generate"), uuid.uuid4().hex  # one session, like an open page
-        page_index = page_generate_index(url)
+        fn_index, session = find_event(url, api_name="generate")[0], uuid.uuid4().hex  # one session, like an open page
+        page_index = find_event(url, elem_id="image-generate")[0]  # the page's own Generate: previews, gallery
         for config in configs:
             app_run(client, config, 0), app_sse_run(http, fn_index, session, config, 0)  # warm-up: load, allocate
             raw_run(pipe, config, 0)

@@ -428,21 +428,12 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
             if cancels.get(request.session_hash) is event:
                 del cancels[request.session_hash]
 
-    def handler(
-        model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode, batch_count,
-        batch_size, refiner, refiner_start, init_image, strength, request: gr.Request, progress=gr.Progress(),
-    ):  # fmt: skip
-        values = (model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode,
-                  batch_count, batch_size, refiner, refiner_start, init_image, strength)  # fmt: skip
+    # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
+    def handler(request: gr.Request, *values, progress=gr.Progress()):
         with own_cancel(request) as event:
             yield from generate(engine, gallery_store, event, *values, progress=progress)
 
-    def api_handler(
-        model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode, batch_count,
-        batch_size, refiner, refiner_start, init_image, strength, request: gr.Request, progress=gr.Progress(),
-    ):  # fmt: skip
-        values = (model, prompt, negative_prompt, width, height, steps, guidance, sampler, seed, seed_mode,
-                  batch_count, batch_size, refiner, refiner_start, init_image, strength)  # fmt: skip
+    def api_handler(request: gr.Request, *values, progress=gr.Progress()):
         with own_cancel(request) as event:
             return generate_for_api(engine, gallery_store, event, *values, progress=progress)
 
