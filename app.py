@@ -1,7 +1,8 @@
 """Melange: a local AI workbench in the browser (chat, image, transcribe).
 
-``python app.py --help`` lists the flags. ``create_app(settings)`` builds the whole server (a FastAPI app
-with ``/health`` and the Gradio UI mounted at ``/``); nothing here runs at import time.
+``python app.py --help`` lists the flags. ``create_app(settings)`` builds the whole server: a FastAPI app
+with ``/health``, the sign-in routes and the Gradio UI mounted at ``/``, all behind the guard in ``server/``.
+This module only composes; nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -13,22 +14,29 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 import ui.chat
 import ui.image
+import ui.share
 import ui.status
 import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
 from engines.residency import ResidencyManager, parse_size
 from engines.speakers import SpeakerLabeler
+from server import lan
+from server.guard import principal_of
+from server.queue_status import POLL_SCRIPT, queue_router
 from settings import Settings, parse_settings
+from ui.access import Access, Limits
 from ui.presets import Presets, load_presets, suggest_profile
 
 log = logging.getLogger("melange")
 
 TITLE = "Melange"
+# The API: one endpoint per panel. Every other event is the page's own and refuses named API calls.
+API_ENDPOINTS = ("chat", "generate", "transcribe")
 
 
 def version() -> str:
@@ -131,38 +139,64 @@ def detect_gpu(settings: Settings) -> int | None:
     return gpu_memory()
 
 
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_image_work=settings.max_image_work,
+        guest_max_image_work=settings.guest_max_image_work,
+        max_audio_seconds=settings.max_audio_hours * 3600,
+        guest_max_audio_seconds=settings.guest_max_audio_minutes * 60,
+        guest_max_tokens=settings.guest_max_tokens,
+        max_live_sessions=settings.max_live_sessions,
+    )
+
+
 def build_app(
     settings: Settings,
     engines: Engines,
     presets: Presets | None = None,
     store: ConversationStore | None = None,
     first_start: bool = False,
+    sharing: lan.Sharing | None = None,
+    access: Access | None = None,
 ) -> gr.Blocks:
     """The Gradio UI: one tab per panel, each handed its engine."""
     presets = presets or load_presets(user_root=user_presets_dir(settings))
     gpu_bytes = detect_gpu(settings)
     profile = suggest_profile(presets.profiles, gpu_bytes)
     store = store or ConversationStore(settings.data_dir / "melange.db")
+    access = access or Access(settings.data_dir, limits=limits(settings))
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+        if sharing is not None:
+            ui.share.header(blocks, sharing)
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
-        ui.status.build(engines.all(), engines.managers, profile, gpu_bytes, first_start)
+        ui.status.build(engines.all(), engines.managers, profile, gpu_bytes, first_start, blocks)
         with gr.Tab("Chat", id="chat"):
-            ui.chat.build(blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings))
+            ui.chat.build(
+                blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings),
+                access, remote_images=settings.chat_remote_images,
+            )  # fmt: skip
         with gr.Tab("Image", id="image"):
-            ui.image.build(engines.image, presets.image, settings.data_dir / "images")
+            ui.image.build(engines.image, presets.image, settings.data_dir / "images", access, blocks)
         with gr.Tab("Transcribe", id="transcribe"):
             ui.transcribe.build(
                 engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",
-                recordings_dir=settings.data_dir / "recordings", blocks=blocks,
+                recordings_dir=settings.data_dir / "recordings", blocks=blocks, access=access,
             )  # fmt: skip
+        if sharing is not None:
+            ui.share.tabs(blocks, sharing)
+    for fn in blocks.fns.values():
+        if fn.api_name not in API_ENDPOINTS:
+            fn.api_visibility = "private"
     # One job at a time per engine (events share a concurrency_id per engine); panels run side by side.
-    blocks.queue(default_concurrency_limit=1)
+    # A full queue answers "busy" rather than growing without end.
+    blocks.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     return blocks
 
 
 def health(engines: Engines) -> dict:
     statuses = [e.status() for e in engines.all()]
     return {
+        "status": "ok",
         "app": "melange",
         "version": version(),
         "device": "cuda" if any(s.device == "cuda" for s in statuses) else "cpu",
@@ -172,8 +206,10 @@ def health(engines: Engines) -> dict:
 
 
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
-    """The whole server: ``/health`` plus the UI at ``/``. Room for ``/v1/...`` beside them later."""
+    """The whole server: ``/health``, sign-in when shared, the UI at ``/``, and the guard in front of all of it.
+    Raises SystemExit (with the reason) for a binding that would share the app without a login."""
     first_start = not settings.data_dir.exists()  # before the engines write the demo pipeline there
+    sharing = lan.prepare(settings, settings.data_dir / "melange.db")
     engines = manage(engines or build_engines(settings), settings)
     for manager in engines.managers.values():
         if manager.idle_seconds:
@@ -181,42 +217,62 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Validated now: a broken preset stops start-up, naming the file.
     presets = load_presets(user_root=user_presets_dir(settings))
+    access = Access(settings.data_dir, sharing.uploads, limits(settings))
+    for area in access.areas():
+        area.mkdir(parents=True, exist_ok=True)
     images_dir = settings.data_dir / "images"
-    images_dir.mkdir(exist_ok=True)
     # Images are written once and never changed: serve them in place instead of Gradio copying and
-    # hashing every gallery file into its cache on each update (measured: bench/image.py).
+    # hashing every gallery file into its cache on each update (measured: bench/image.py). Who may fetch
+    # which is the guard's business (server/gradio_rules.py).
     gr.set_static_paths([images_dir])
 
     app = FastAPI(title=TITLE, version=version())
 
     @app.get("/health")
-    def get_health() -> dict:
-        return health(engines)
+    def get_health(request: Request) -> dict:
+        """Anyone may ask whether the server is up; only the host sees what runs on it."""
+        principal = principal_of(request)
+        return health(engines) if principal is not None and principal.is_host else {"status": "ok"}
 
-    blocks = build_app(settings, engines, presets, first_start=first_start)
-    return gr.mount_gradio_app(
+    lan.routes(app, sharing)
+    blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access)
+    app.include_router(queue_router(lambda: blocks))
+    gr.mount_gradio_app(
         app,
         blocks,
         path="/",
-        allowed_paths=[str(images_dir)],
+        allowed_paths=[str(a) for a in access.areas()],
         max_file_size="2gb",  # a long recording fits; an accidental disk image does not
         footer_links=["settings"],
+        auth_dependency=lan.gradio_user,
+        head=POLL_SCRIPT,
     )
+    # mount_gradio_app never sets this, and Gradio checks the files a request names only once it is set:
+    # without it, an API call could make a handler read any file on the disk.
+    blocks.has_launched = True
+    lan.install(app, sharing, blocks, access.areas(), remote_images=settings.chat_remote_images)
+    app.state.sharing = sharing
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
-    if settings.lan:
-        raise SystemExit(
-            "--lan is not available yet: it needs login and per-visitor sessions, which are still being built. "
-            "Melange listens on 127.0.0.1 only for now."
-        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    sharing: lan.Sharing = app.state.sharing
     import uvicorn
 
-    print(f"Melange {version()} on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    print(f"Melange {version()}", flush=True)
+    print(sharing.announcement(), flush=True)
+    certificate = sharing.certificate
+    uvicorn.run(
+        app,
+        host=settings.bind,
+        port=settings.port,
+        log_level="warning",
+        ssl_certfile=str(certificate.certfile) if certificate else None,
+        ssl_keyfile=str(certificate.keyfile) if certificate else None,
+    )
 
 
 if __name__ == "__main__":

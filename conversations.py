@@ -1,12 +1,14 @@
 """Chat conversations in SQLite (WAL mode) under the data folder: they survive restarts and crashes.
 
 Every message is written when it exists, the user's before generation starts, so nothing typed is lost.
-``owner`` is there for per-visitor sessions in LAN mode; on localhost everything belongs to "local".
+Each conversation has an ``owner`` (the host's is "local"; a LAN guest's "guest:<name>") and is known to
+the page and the API by a random ``id`` that cannot be guessed; the integer row id stays inside.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -33,6 +35,14 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated DESC);
 """
+# Added after the first release: a random public id. Existing rows get one when the store opens.
+MIGRATIONS = (
+    ("uid", "ALTER TABLE conversations ADD COLUMN uid TEXT"),
+)
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(12)
 
 
 @dataclass(frozen=True)
@@ -45,11 +55,12 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class Conversation:
-    id: int
+    id: str  # random and unguessable: what the page and the API use
     title: str
     created: float
     updated: float
     settings: dict = field(default_factory=dict)  # model, preset and sampling parameters in use
+    owner: str = "local"
 
 
 def title_from(text: str, limit: int = 48) -> str:
@@ -62,7 +73,7 @@ class ConversationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # One connection shared by Gradio's worker threads, serialised by a lock: simple and fast enough
-        # for one person's typing; WAL keeps readers off the writer's back.
+        # for a room of people typing; WAL keeps readers off the writer's back.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -71,6 +82,13 @@ class ConversationStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(conversations)")}
+            for column, sql in MIGRATIONS:
+                if column not in columns:
+                    self._db.execute(sql)
+            for row in self._db.execute("SELECT id FROM conversations WHERE uid IS NULL").fetchall():
+                self._db.execute("UPDATE conversations SET uid = ? WHERE id = ?", (new_id(), row["id"]))
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS conversations_by_uid ON conversations(uid)")
 
     def close(self) -> None:
         with self._lock:
@@ -80,46 +98,65 @@ class ConversationStore:
         with self._lock:
             return self._db.execute(sql, args)
 
-    def create(self, title: str, settings: dict | None = None, owner: str = "local") -> Conversation:
-        now = time.time()
-        cur = self._run(
-            "INSERT INTO conversations (owner, title, created, updated, settings) VALUES (?, ?, ?, ?, ?)",
-            (owner, title_from(title) or "New conversation", now, now, json.dumps(settings or {})),
-        )
-        return self.get(cur.lastrowid)
-
-    def get(self, conversation_id: int) -> Conversation:
-        row = self._run("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    def _row(self, conversation_id: str) -> int:
+        row = self._run("SELECT id FROM conversations WHERE uid = ?", (str(conversation_id),)).fetchone()
         if row is None:
             raise KeyError(conversation_id)
-        return Conversation(row["id"], row["title"], row["created"], row["updated"], json.loads(row["settings"]))
+        return row["id"]
 
-    def exists(self, conversation_id: int) -> bool:
-        return self._run("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
+    @staticmethod
+    def _conversation(r: sqlite3.Row) -> Conversation:
+        return Conversation(r["uid"], r["title"], r["created"], r["updated"], json.loads(r["settings"]), r["owner"])
 
-    def list(self, owner: str = "local") -> list[Conversation]:
-        rows = self._run(
-            "SELECT * FROM conversations WHERE owner = ? ORDER BY updated DESC, id DESC", (owner,)
-        ).fetchall()
-        return [Conversation(r["id"], r["title"], r["created"], r["updated"], json.loads(r["settings"])) for r in rows]
-
-    def rename(self, conversation_id: int, title: str) -> None:
-        self._run("UPDATE conversations SET title = ? WHERE id = ?", (title_from(title), conversation_id))
-
-    def delete(self, conversation_id: int) -> None:
-        self._run("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-
-    def update_settings(self, conversation_id: int, settings: dict) -> None:
-        self._run("UPDATE conversations SET settings = ? WHERE id = ?", (json.dumps(settings), conversation_id))
-
-    def add_message(self, conversation_id: int, role: str, content: str, stats: dict | None = None) -> int:
+    def create(self, title: str, settings: dict | None = None, owner: str = "local") -> Conversation:
         now = time.time()
+        uid = new_id()
+        self._run(
+            "INSERT INTO conversations (uid, owner, title, created, updated, settings) VALUES (?, ?, ?, ?, ?, ?)",
+            (uid, owner, title_from(title) or "New conversation", now, now, json.dumps(settings or {})),
+        )
+        return self.get(uid)
+
+    def get(self, conversation_id: str, owner: str | None = None) -> Conversation:
+        """The conversation; KeyError when there is none, or when ``owner`` is given and it is someone else's."""
+        row = self._run("SELECT * FROM conversations WHERE uid = ?", (str(conversation_id),)).fetchone()
+        if row is None or (owner is not None and row["owner"] != owner):
+            raise KeyError(conversation_id)
+        return self._conversation(row)
+
+    def exists(self, conversation_id: str, owner: str | None = None) -> bool:
+        try:
+            self.get(conversation_id, owner)
+        except KeyError:
+            return False
+        return True
+
+    def list(self, owner: str | None = "local") -> list[Conversation]:
+        """One owner's conversations, most recent first; ``owner=None``: everyone's."""
+        if owner is None:
+            rows = self._run("SELECT * FROM conversations ORDER BY updated DESC, id DESC").fetchall()
+        else:
+            rows = self._run("SELECT * FROM conversations WHERE owner = ? ORDER BY updated DESC, id DESC", (owner,)).fetchall()
+        return [self._conversation(r) for r in rows]
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        self._run("UPDATE conversations SET title = ? WHERE uid = ?", (title_from(title), str(conversation_id)))
+
+    def delete(self, conversation_id: str) -> None:
+        self._run("DELETE FROM conversations WHERE uid = ?", (str(conversation_id),))
+
+    def update_settings(self, conversation_id: str, settings: dict) -> None:
+        self._run("UPDATE conversations SET settings = ? WHERE uid = ?", (json.dumps(settings), str(conversation_id)))
+
+    def add_message(self, conversation_id: str, role: str, content: str, stats: dict | None = None) -> int:
+        now = time.time()
+        row = self._row(conversation_id)
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO messages (conversation_id, role, content, stats, created) VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, role, content, json.dumps(stats) if stats else None, now),
+                (row, role, content, json.dumps(stats) if stats else None, now),
             )
-            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, row))
             return cur.lastrowid
 
     def update_message(self, message_id: int, content: str, stats: dict | None = None) -> None:
@@ -128,13 +165,15 @@ class ConversationStore:
             (content, json.dumps(stats) if stats else None, message_id),
         )
 
-    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+    def delete_messages_from(self, conversation_id: str, message_id: int) -> None:
         """Drop a message and everything after it (regenerate, edit and resend)."""
-        self._run("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
+        self._run("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (self._row(conversation_id), message_id))
 
-    def messages(self, conversation_id: int) -> list[StoredMessage]:
+    def messages(self, conversation_id: str) -> list[StoredMessage]:
         rows = self._run(
-            "SELECT id, role, content, stats FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            "SELECT m.id, m.role, m.content, m.stats FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.uid = ? ORDER BY m.id",
+            (str(conversation_id),),
         ).fetchall()
         return [
             StoredMessage(r["id"], r["role"], r["content"], json.loads(r["stats"]) if r["stats"] else None)

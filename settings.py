@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, CliApp, CliSuppress, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "melange"
 
@@ -24,13 +24,31 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    host: str = Field("127.0.0.1", description="Address to listen on. 127.0.0.1 keeps it on this machine.")
+    host: str | None = Field(None, description="Address to listen on (default 127.0.0.1: this machine only; with --lan 0.0.0.0: every interface). Anything but loopback needs --lan.")
     port: int = Field(7860, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where Melange keeps generated files, the demo image pipeline and later the chat history.")
     models_dir: Path | None = Field(None, description="Folder scanned for your own models (default: DATA_DIR/models).")
     engines: Literal["real", "fake"] = Field("real", description="'real' runs the models; 'fake' uses deterministic stand-ins (for UI development and fast tests).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where models run: 'auto' uses CUDA when torch sees a GPU, else the CPU.")
-    lan: bool = Field(False, description="Serve on the LAN with login (not available yet).")
+    lan: bool = Field(False, description="Share on the LAN: listen on every interface, with login, per-visitor data and https.")
+    auth: bool = Field(True, description="With --lan, --no-auth turns the login off: everyone on the network is the host, and a red banner says so.")
+    http: bool = Field(False, description="With --lan: plain http instead of https (colleagues' microphones will not work).")
+    ssl_certfile: Path | None = Field(None, description="Your own TLS certificate (PEM) for --lan, instead of the self-signed one.")
+    ssl_keyfile: Path | None = Field(None, description="The private key (PEM) of --ssl-certfile.")
+    admin_password_file: Path | None = Field(None, description="A file holding the admin password (or set MELANGE_ADMIN_PASSWORD); else one is made on the first --lan start and printed once.")
+    # From MELANGE_ADMIN_PASSWORD only: a flag would show the password in the process list.
+    admin_password: CliSuppress[SecretStr | None] = Field(None)
+    allowed_hosts: list[str] = Field(default_factory=list, description="More host names the server answers to (e.g. a DNS name colleagues use), besides localhost and this machine's names and addresses.")
+    session_hours: float = Field(12.0, gt=0, le=24 * 7, description="A sign-in lasts this long after its last use (at most 7 days in all).")
+    loopback_is_host: bool = Field(True, description="With --lan: a browser on this machine itself is the host without signing in.")
+    queue_size: int = Field(64, ge=1, le=10000, description="Jobs waiting at once, all panels together; past it the app answers 'busy, try again' (503).")
+    guest_max_image_work: float = Field(32.0, gt=0, description="Per guest request: megapixels x steps x images (32: four 512x512 images at 30 steps).")
+    guest_max_audio_minutes: float = Field(30.0, gt=0, description="Per guest request: the longest audio file, in minutes.")
+    guest_max_tokens: int = Field(1024, ge=1, description="Per guest request: the most new tokens a reply may have.")
+    max_image_work: float = Field(2000.0, gt=0, description="Per request, for everyone: megapixels x steps x images.")
+    max_audio_hours: float = Field(12.0, gt=0, description="Per request, for everyone: the longest audio file, in hours.")
+    max_live_sessions: int = Field(4, ge=1, le=64, description="Live-caption microphones at once.")
+    chat_remote_images: bool = Field(False, description="Let chat replies load images from other sites (off: a prompt-injected reply could use one to send your data out).")
     chat_model: str | None = Field(None, description="GGUF file for the chat panel (default: the embedded SmolLM2-135M-Instruct).")
     image_model: str | None = Field(None, description="Diffusers folder, .safetensors file or Hugging Face repo id for the image panel (default: the tiny demo pipeline).")
     speech_model: str | None = Field(None, description="CTranslate2 Whisper folder or faster-whisper model id (default: the embedded Whisper tiny.en).")
@@ -45,6 +63,13 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def bind(self) -> str:
+        """The address to listen on: --host, else every interface with --lan, else this machine only."""
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.lan else "127.0.0.1"
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:

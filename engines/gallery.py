@@ -1,8 +1,13 @@
-"""Generated images on disk: numbered PNGs with their recipe, listed newest first, kept across restarts."""
+"""Generated images on disk: numbered PNGs with their recipe, listed newest first, kept across restarts.
+
+One folder per person: the host's images at the top of the images folder, each LAN guest's under
+``guests/<name>/``. The host's gallery lists everyone's.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from dataclasses import replace
@@ -17,11 +22,40 @@ _NUMBERED = re.compile(r"^(\d{5,})-")
 SOURCES = "sources"  # img2img starting images, beside the PNGs that name them
 
 
-class Gallery:
-    """One folder of PNGs named ``00042-<seed>.png``: the number orders them, the name never collides."""
+GUESTS = "guests"
 
-    def __init__(self, folder: Path) -> None:
+
+class Gallery:
+    """One folder of PNGs named ``00042-<seed>.png``: the number orders them, the name never collides.
+    ``include_guests``: list the guests' folders below this one too (the host's view)."""
+
+    def __init__(self, folder: Path, include_guests: bool = False) -> None:
         self.folder = Path(folder)
+        self.include_guests = include_guests
+
+    def folders(self) -> list[Path]:
+        """Where this gallery's images are listed from (and may be selected from)."""
+        guests = self.folder / GUESTS
+        extra = sorted(p for p in guests.iterdir() if p.is_dir()) if self.include_guests and guests.is_dir() else []
+        return [self.folder, *extra]
+
+    def find(self, where: str | Path) -> Path | None:
+        """A PNG of this gallery named by a path or URL from the page (never trusted): by its full path when
+        that lies in one of the folders, else by its file name in them."""
+        where = str(where).split("?")[0]
+        if "file=" in where:
+            where = where.split("file=", 1)[1]
+        name = Path(where).name
+        if not name.endswith(".png"):
+            return None
+        candidate = Path(os.path.realpath(where))
+        for folder in self.folders():
+            if candidate.parent == Path(os.path.realpath(folder)) and candidate.is_file():
+                return candidate
+        for folder in self.folders():
+            if (folder / name).is_file():
+                return folder / name
+        return None
 
     def _number(self, path: Path) -> int:
         match = _NUMBERED.match(path.name)
@@ -46,14 +80,18 @@ class Gallery:
                 number += 1
 
     def keep_source(self, path: str | Path) -> Path:
-        """An img2img starting image, copied under ``sources/`` by its content's hash: the upload it came from
-        is a temporary file, and one source used for many images is kept once."""
+        """An img2img starting image, kept under ``sources/`` by its content's hash: the upload it came from
+        is a temporary file, and one source used for many images is kept once. It is re-encoded as PNG: the
+        folder is served to browsers, and an upload named .html or .svg must never be served as itself."""
         data = Path(path).read_bytes()
-        target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + (Path(path).suffix.lower() or ".png"))
+        target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")
         if not target.exists():
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                clean = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-            partial.write_bytes(data)
+            clean.save(partial, format="PNG")
             partial.replace(target)  # atomic: a reader never sees half a file
         return target
 
@@ -63,9 +101,12 @@ class Gallery:
         return path if path.is_file() else None
 
     def newest(self, limit: int = 200) -> list[Path]:
-        """PNGs newest first (by number, then modification time for files named otherwise)."""
-        if not self.folder.is_dir():
-            return []
-        files = [p for p in self.folder.glob("*.png") if p.is_file()]
-        files.sort(key=lambda p: (self._number(p), p.stat().st_mtime_ns), reverse=True)
+        """PNGs newest first: by number, then modification time for files named otherwise; across several
+        people's folders, by modification time."""
+        folders = [f for f in self.folders() if f.is_dir()]
+        files = [p for f in folders for p in f.glob("*.png") if p.is_file()]
+        if len(folders) > 1:
+            files.sort(key=lambda p: (p.stat().st_mtime_ns, self._number(p)), reverse=True)
+        else:
+            files.sort(key=lambda p: (self._number(p), p.stat().st_mtime_ns), reverse=True)
         return files[:limit]

@@ -1,7 +1,13 @@
-"""The real app in its own process on a free port, as a user starts it: for browser tests and benchmarks."""
+"""The real app in its own process on a free port, as a user starts it: for browser tests and benchmarks.
+
+``AppServer(data_dir, "--lan", "--host", "127.0.0.1", env={...})`` starts LAN mode on loopback: https with
+the self-signed certificate Melange makes (verified here against that very certificate), login required.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,32 +26,62 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        lan_https = "--lan" in args and "--http" not in args
+        self.scheme = "https" if lan_https else "http"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "app.py", "--port", str(self.port), "--data-dir", str(data_dir), *args]
-        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        self._wait_until_up()
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=environment)
+        self._wait_until_up(timeout)
 
-    def _wait_until_up(self, timeout: float = 120) -> None:
+    @property
+    def verify(self) -> str | bool:
+        """What ``requests`` checks the server's certificate against: the one Melange made for itself."""
+        return str(self.data_dir / "tls" / "melange-cert.pem") if self.scheme == "https" else True
+
+    def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
+                if requests.get(f"{self.url}/health", timeout=2, verify=self.verify).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, OSError):
                 pass
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the app did not answer within {timeout} s:\n{self.log.read_text()}")
 
-    def health(self) -> dict:
-        return requests.get(f"{self.url}/health", timeout=10).json()
+    def printed(self, pattern: str) -> str:
+        """The first group of ``pattern`` in what the server printed (e.g. its guest passcode)."""
+        match = re.search(pattern, self.log.read_text())
+        if match is None:
+            raise AssertionError(f"{pattern!r} not in the server's output:\n{self.log.read_text()}")
+        return match.group(1)
+
+    def health(self, **kwargs) -> dict:
+        return requests.get(f"{self.url}/health", timeout=10, verify=self.verify, **kwargs).json()
+
+    def session(self) -> requests.Session:
+        """An HTTP session that trusts this server's certificate."""
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment would override both
+        session.verify = self.verify
+        return session
+
+    def login(self, name: str, password: str) -> requests.Session:
+        """A signed-in HTTP session (the login form, as a browser posts it)."""
+        session = self.session()
+        answer = session.post(f"{self.url}/login", data={"name": name, "password": password, "next": "/"}, allow_redirects=False)
+        if answer.status_code != 303:
+            raise AssertionError(f"login as {name!r} failed: {answer.status_code} {answer.text[:300]}")
+        return session
 
     def stop(self) -> None:
         self.process.terminate()

@@ -14,6 +14,7 @@ from settings import Settings, parse_settings
 from ui.presets import PRESETS_DIR, PresetError, load_presets
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "http://127.0.0.1:7860"
 
 
 def run_app(*args: str) -> subprocess.CompletedProcess:
@@ -23,15 +24,25 @@ def run_app(*args: str) -> subprocess.CompletedProcess:
 def test_help_documents_every_flag():
     result = run_app("--help")
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--data-dir", "--models-dir", "--engines", "--device", "--lan"):
+    for flag in ("--host", "--port", "--data-dir", "--models-dir", "--engines", "--device", "--lan", "--no-auth", "--http",
+                 "--ssl-certfile", "--ssl-keyfile", "--admin-password-file", "--allowed-hosts", "--queue-size"):  # fmt: skip
         assert flag in result.stdout
+    assert "--admin-password " not in result.stdout, "the password itself comes from the environment only"
     assert "{real,fake}" in result.stdout and "{auto,cpu,cuda}" in result.stdout
 
 
-def test_lan_is_refused_with_a_clear_message():
-    result = run_app("--lan", "--engines", "fake")
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_listening_beyond_loopback_without_lan_is_refused(host, tmp_path):
+    result = run_app("--host", host, "--engines", "fake", "--data-dir", str(tmp_path))
     assert result.returncode != 0
-    assert "--lan is not available yet" in result.stderr
+    assert "Use --lan instead" in result.stderr
+    assert not (tmp_path / "melange.db").exists(), "refused before anything was made"
+
+
+@pytest.mark.parametrize("flag", ["--no-auth", "--http"])
+def test_lan_only_flags_are_refused_without_lan(flag, tmp_path):
+    result = run_app(flag, "--engines", "fake", "--data-dir", str(tmp_path))
+    assert result.returncode != 0 and "only go with --lan" in result.stderr
 
 
 def test_a_bad_flag_value_is_refused():
@@ -65,7 +76,7 @@ def test_a_broken_preset_is_named_at_start_up(tmp_path):
 
 def test_health_reports_version_device_and_each_engine(tmp_path):
     settings = Settings(data_dir=tmp_path, engines="fake")
-    client = TestClient(app.create_app(settings))
+    client = TestClient(app.create_app(settings), base_url=LOCAL)
     body = client.get("/health").json()
     assert body["app"] == "melange"
     assert body["version"]
@@ -128,10 +139,10 @@ def test_the_suggested_profile_follows_the_gpu_memory():
 
 def test_first_start_opens_the_suggested_setup(tmp_path):
     data = tmp_path / "new"
-    client = TestClient(app.create_app(Settings(data_dir=data, engines="fake")))
+    client = TestClient(app.create_app(Settings(data_dir=data, engines="fake")), base_url=LOCAL)
     page = client.get("/config").json()
     profile = next(c for c in page["components"] if c.get("props", {}).get("elem_id") == "profile")
     assert profile["props"]["open"] is True
-    again = TestClient(app.create_app(Settings(data_dir=data, engines="fake"))).get("/config").json()
+    again = TestClient(app.create_app(Settings(data_dir=data, engines="fake")), base_url=LOCAL).get("/config").json()
     profile = next(c for c in again["components"] if c.get("props", {}).get("elem_id") == "profile")
     assert profile["props"]["open"] is False

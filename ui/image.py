@@ -32,6 +32,8 @@ from engines.base import (
 )
 from engines.gallery import Gallery
 from engines.recipe import read_recipe
+from server.principal import HOST, Principal
+from ui.access import NOT_ALLOWED, Access, principal_of
 from ui.common import model_line, progress_callback, user_errors
 from ui.presets import ImagePreset
 
@@ -264,14 +266,13 @@ def generate_for_api(engine: ImageEngine, gallery: Gallery, cancel: threading.Ev
     return [str(p) for p in saved.paths], summary
 
 
-def selected_image(value, images_dir: Path) -> Path | None:
-    """The gallery file a select event points at, looked up by name in the images folder only: the event
+def selected_image(value, gallery: Gallery | Path) -> Path | None:
+    """The gallery file a select event points at, looked up in the gallery's own folders only: the event
     comes from the page, so its path is not trusted."""
+    gallery = gallery if isinstance(gallery, Gallery) else Gallery(gallery)
     image = value.get("image", value) if isinstance(value, dict) else value
     where = (image.get("path") or image.get("url") or "") if isinstance(image, dict) else str(image or "")
-    name = Path(where.split("?")[0]).name
-    path = images_dir / name
-    return path if name.endswith(".png") and path.is_file() else None
+    return gallery.find(where) if where else None
 
 
 def restore(path: str | None, models: list[str], gallery: Gallery | None = None) -> tuple:
@@ -340,9 +341,21 @@ def apply_preset(name: str, presets: list[ImagePreset]) -> tuple:
     )
 
 
-def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> None:
+def build(
+    engine: ImageEngine,
+    presets: list[ImagePreset],
+    images_dir: Path,
+    access: Access | None = None,
+    blocks: gr.Blocks | None = None,
+) -> None:
+    """``images_dir``: the host's gallery, guests' below it (``access`` knows whose is where); ``blocks``: to
+    show each person their own gallery when the page loads."""
     preset = presets[0]
-    gallery_store = Gallery(images_dir)
+    access = access or Access(images_dir.parent)
+
+    def gallery_of(principal: Principal) -> Gallery:
+        return Gallery(access.folder("images", principal), include_guests=principal.is_host)
+
     cancels: dict[str, threading.Event] = {}  # per browser session: Cancel stops only your own run
     models = engine.models()
     if engine.status().demo:
@@ -375,7 +388,7 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
             with gr.Row():
                 batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count", elem_id="image-batch-count")
                 batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label="Batch size", elem_id="image-batch-size")
-            with gr.Accordion("Refiner", open=bool(preset.refiner)):
+            with gr.Accordion("Refiner", open=bool(preset.refiner), elem_id="image-refiner-settings") as refiner_settings:
                 with gr.Row():
                     refiner = gr.Dropdown(
                         [NO_REFINER, *models], value=preset.refiner or NO_REFINER, label="Refiner model",
@@ -402,8 +415,8 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
                 image = gr.Image(label="Result", type="filepath", format="png", elem_id="image-result", interactive=False)
             info = gr.Markdown(elem_id="image-info")
             gallery = gr.Gallery(
-                lambda: [str(p) for p in gallery_store.newest(GALLERY_SIZE)], label="Gallery (newest first)", columns=4,
-                elem_id="image-gallery", format="png", show_label=True,
+                [] if blocks is not None else [str(p) for p in gallery_of(HOST).newest(GALLERY_SIZE)],
+                label="Gallery (newest first)", columns=4, elem_id="image-gallery", format="png", show_label=True,
             )  # fmt: skip
             reuse = gr.Button("Use the selected image's settings", size="sm", elem_id="image-reuse")
             selected = gr.State(None)
@@ -428,50 +441,86 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path) -> 
             if cancels.get(request.session_hash) is event:
                 del cancels[request.session_hash]
 
+    INIT_IMAGE = controls.index(init_image)
+
+    def checked(request: gr.Request, values: tuple) -> tuple[Principal, tuple]:
+        """The person, and the controls with the start image checked to be theirs; a guest may use only the
+        model that is running (switching is the host's) and must stay within the guest caps."""
+        principal = principal_of(request)
+        values = list(values)
+        values[INIT_IMAGE] = access.checked_file(principal, values[INIT_IMAGE], "start image")
+        request_ = read_controls(*values)
+        if not principal.is_host:
+            running = engine.status().model
+            if request_.params.model not in ("", running, models[0]) or request_.params.refiner:
+                raise gr.Error(f"Only the host can switch models; this panel runs {running}.", title=NOT_ALLOWED)
+        p = request_.params
+        access.limits.check_image(principal, p.width, p.height, p.steps, request_.batch_count * request_.batch_size)
+        return principal, tuple(values)
+
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
     def handler(request: gr.Request, *values, progress=gr.Progress()):
+        principal, values = checked(request, values)
         with own_cancel(request) as event:
-            yield from generate(engine, gallery_store, event, *values, progress=progress)
+            yield from generate(engine, gallery_of(principal), event, *values, progress=progress)
 
     def api_handler(request: gr.Request, *values, progress=gr.Progress()):
+        principal, values = checked(request, values)
         with own_cancel(request) as event:
-            return generate_for_api(engine, gallery_store, event, *values, progress=progress)
+            return generate_for_api(engine, gallery_of(principal), event, *values, progress=progress)
 
     def cancel(request: gr.Request) -> None:
         event = cancels.get(request.session_hash)
         if event is not None:
             event.set()
 
+    page_only = {"api_visibility": "private"}
     gr.on(
         [run.click, prompt.submit], handler, controls, [preview, image, info, gallery, seed],
-        concurrency_id="image", api_visibility="private",
-    ).then(lambda: model_line(engine), None, model_info, api_visibility="private")  # fmt: skip
+        concurrency_id="image", **page_only,
+    ).then(lambda: model_line(engine), None, model_info, **page_only)  # fmt: skip
     # The API's own endpoint (Gradio's hidden-button idiom): the same controls in, the PNGs and a summary out,
     # in the same queue as the page's runs. No step previews: encoding them for nobody slowed every image.
     api_images = gr.File(file_count="multiple", visible=False)
     api_summary = gr.JSON(visible=False)
     api_button = gr.Button(visible=False)
     api_button.click(api_handler, controls, [api_images, api_summary], concurrency_id="image", api_name="generate")
-    stop.click(cancel, None, None, concurrency_limit=None, api_name="cancel")
-    size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], api_visibility="private")
-    recipe_drop.upload(
-        lambda path: restore(path, engine.models(), gallery_store), recipe_drop, [*(by_name[n] for n in RESTORED), info], api_name="restore"
-    )
+    stop.click(cancel, None, None, concurrency_limit=None, **page_only)
+    size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], **page_only)
 
-    def on_select(evt: gr.SelectData):
-        path = selected_image(evt.value, images_dir)
+    def on_recipe(request: gr.Request, path: str | None):
+        principal = principal_of(request)
+        return restore(access.checked_file(principal, path, "PNG"), engine.models(), gallery_of(principal))
+
+    recipe_drop.upload(on_recipe, recipe_drop, [*(by_name[n] for n in RESTORED), info], **page_only)
+
+    def on_select(request: gr.Request, evt: gr.SelectData):
+        path = selected_image(evt.value, gallery_of(principal_of(request)))
         if path is None:
             return None, gr.skip()
         return str(path), f"Selected `{path.name}`: **Use the selected image's settings** puts its recipe back in the controls."
 
-    def reuse_selected(path: str | None):
+    def reuse_selected(request: gr.Request, path: str | None):
         if not path:
             raise gr.Error("Click an image in the gallery first.", title="No image selected")
-        return restore(path, engine.models(), gallery_store)
+        gallery_store = gallery_of(principal_of(request))
+        found = gallery_store.find(path)
+        if found is None:
+            raise gr.Error("That image is no longer in your gallery.", title="Not found")
+        return restore(str(found), engine.models(), gallery_store)
 
-    gallery.select(on_select, None, [selected, info], api_visibility="private")
-    reuse.click(reuse_selected, selected, [*(by_name[n] for n in RESTORED), info], api_visibility="private")
+    gallery.select(on_select, None, [selected, info], **page_only)
+    reuse.click(reuse_selected, selected, [*(by_name[n] for n in RESTORED), info], **page_only)
     preset_box.change(
         lambda name: apply_preset(name, presets), preset_box,
-        [model, size, width, height, steps, guidance, sampler, negative, refiner, refiner_start], api_visibility="private",
+        [model, size, width, height, steps, guidance, sampler, negative, refiner, refiner_start], **page_only,
     )  # fmt: skip
+
+    if blocks is not None:
+
+        def on_load(request: gr.Request):
+            principal = principal_of(request)
+            host_only = gr.update(visible=principal.is_host)
+            return [str(p) for p in gallery_of(principal).newest(GALLERY_SIZE)], host_only, host_only
+
+        blocks.load(on_load, None, [gallery, model, refiner_settings], **page_only)

@@ -6,6 +6,7 @@ import gradio as gr
 
 from engines.base import Engine
 from engines.residency import ResidencyManager
+from ui.access import principal_of, require_host
 from ui.presets import Profile
 
 REFRESH_SECONDS = 5
@@ -43,19 +44,30 @@ def build(
     profile: Profile,
     gpu_bytes: int | None,
     first_start: bool,
+    blocks: gr.Blocks | None = None,
 ) -> None:
-    with gr.Accordion("Suggested setup for this machine", open=first_start, elem_id="profile"):
+    """The strip above the tabs; the Unload buttons are the host's (``blocks``: to hide them from guests)."""
+    with gr.Accordion("Suggested setup for this machine", open=first_start, elem_id="profile") as suggested:
         gr.Markdown(profile_text(profile, gpu_bytes))
+    buttons = []
     with gr.Row(elem_id="status-strip"):
         line = gr.Markdown(lambda: memory_line(managers), elem_id="memory-status")
         for engine in engines:
 
-            def unload(engine=engine):
+            def unload(request: gr.Request, engine=engine):
+                require_host(principal_of(request), "unload models")
                 engine.unload()
                 gr.Info(f"Unloaded {engine.status().model}.")
                 return memory_line(managers)
 
-            gr.Button(f"Unload {engine.kind}", size="sm", scale=0, min_width=110, elem_id=f"unload-{engine.kind}").click(
-                unload, None, line, concurrency_id=engine.kind
-            )
-    gr.Timer(REFRESH_SECONDS).tick(lambda: memory_line(managers), None, line, show_progress="hidden")
+            button = gr.Button(f"Unload {engine.kind}", size="sm", scale=0, min_width=110, elem_id=f"unload-{engine.kind}")
+            button.click(unload, None, line, concurrency_id=engine.kind, api_visibility="private")
+            buttons.append(button)
+    gr.Timer(REFRESH_SECONDS).tick(lambda: memory_line(managers), None, line, show_progress="hidden", api_visibility="private")
+    if blocks is not None:
+
+        def on_load(request: gr.Request):
+            host_only = gr.update(visible=principal_of(request).is_host)
+            return [host_only] * (len(buttons) + 1)
+
+        blocks.load(on_load, None, [*buttons, suggested], api_visibility="private")

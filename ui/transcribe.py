@@ -21,6 +21,8 @@ from engines import speech_models, subtitles
 from engines.base import SpeechEngine, TranscribeOptions, Transcript
 from engines.live_captions import Captions, LiveCaptioner
 from engines.speakers import SpeakerLabeler
+from server.principal import HOST, Principal
+from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, progress_callback, user_errors
 from ui.presets import TranscribePreset
 
@@ -100,9 +102,9 @@ def names_from_rows(rows) -> dict[str, str]:
     return {str(r[0]): str(r[1]).strip() for r in rows if len(r) >= 2 and r[0] and r[1] and str(r[1]).strip()}
 
 
-def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None) -> list[str]:
-    """The four exports in a fresh folder under the temp dir (Gradio serves files from there)."""
-    folder = Path(tempfile.gettempdir()) / "melange-transcripts" / uuid.uuid4().hex[:12]
+def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None, base: Path | None = None) -> list[str]:
+    """The four exports in a fresh folder under ``base`` (its owner's exports folder; default the temp dir)."""
+    folder = (base or Path(tempfile.gettempdir()) / "melange-transcripts") / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "transcript"
     paths = []
@@ -139,8 +141,10 @@ class TranscribePanel:
         models_dir: Path | None = None,
         cache_dir: Path | None = None,
         recordings_dir: Path | None = None,
+        access: Access | None = None,
     ) -> None:
         self.engine = engine
+        self.access = access or Access()
         self.speakers = speakers or SpeakerLabeler()
         self.models_dir = models_dir
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "melange-models"
@@ -153,8 +157,14 @@ class TranscribePanel:
 
     # ---------------------------------------------------------------- files
 
+    def exports_dir(self, principal: Principal) -> Path | None:
+        return self.access.folder("exports", principal) if self.access.data_dir is not None else None
+
+    def recordings_dir(self, principal: Principal) -> Path:
+        return self.recordings / principal.folder if principal.folder else self.recordings
+
     def transcribe(
-        self, audio_path: str | None, options: FileOptions, progress: gr.Progress = gr.Progress()
+        self, audio_path: str | None, options: FileOptions, progress: gr.Progress = gr.Progress(), principal: Principal = HOST
     ) -> Iterator[tuple[str, str, str, Transcript | None, list[str] | None, list[list[str]]]]:
         """Generator: yields (text, timed lines, info, transcript, export files, speaker rows) as segments arrive."""
         if not audio_path:
@@ -166,6 +176,7 @@ class TranscribePanel:
         started = time.perf_counter()
         with user_errors():
             info, segments = self.engine.transcribe(audio_path, engine_options)
+            self.access.limits.check_audio(principal, info.duration)
             transcript = Transcript(info, [], engine_options)
             header = info_line(transcript)
             progress(0.0, desc="Transcribing…")
@@ -184,16 +195,16 @@ class TranscribePanel:
         rtf = f" · real-time factor {elapsed / info.duration:.3f}" if info.duration > 0 else ""
         if not transcript.segments:
             header += " · no speech found"
-        files = write_exports(transcript, Path(audio_path).stem)
+        files = write_exports(transcript, Path(audio_path).stem, base=self.exports_dir(principal))
         rows = speaker_rows(transcript)
         yield transcript.text, timed_lines(transcript), f"{header} · done in {elapsed:.1f} s{rtf}", transcript, files, rows
 
-    def rename(self, transcript: Transcript | None, rows) -> tuple[str, list[str] | None]:
+    def rename(self, transcript: Transcript | None, rows, principal: Principal = HOST) -> tuple[str, list[str] | None]:
         """Apply the names typed in the speakers table to the transcript view and every export."""
         if transcript is None:
             raise gr.Error("Transcribe something first.", title="Check your input")
         names = names_from_rows(rows)
-        return timed_lines(transcript, names), write_exports(transcript, "transcript", names)
+        return timed_lines(transcript, names), write_exports(transcript, "transcript", names, self.exports_dir(principal))
 
     # ---------------------------------------------------------------- live
 
@@ -203,34 +214,42 @@ class TranscribePanel:
             old = self._live.pop(key, None)
         if old is not None:
             old.finish()  # a recording left running by a page that never sent Stop
+        with self._live_lock:
+            running = sum(1 for s in self._live.values() if s is not None and not s.closed)
+        if running >= self.access.limits.max_live_sessions:
+            raise gr.Error(
+                f"{running} live captions are running, the most this machine takes at once. Try again when one stops.",
+                title="Busy",
+            )
         ensure_loaded(self.engine, progress)
         return captions_html(None)
 
-    def _session(self, key: str, options: FileOptions) -> LiveCaptioner | None:
+    def _session(self, key: str, options: FileOptions, principal: Principal = HOST) -> LiveCaptioner | None:
         with self._live_lock:
             if key in self._live:
                 return self._live[key]  # the running recording, or None after Stop
-            self.recordings.mkdir(parents=True, exist_ok=True)
-            path = self.recordings / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
+            folder = self.recordings_dir(principal)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
             session = self._live[key] = LiveCaptioner(
                 self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
             )
             return session
 
-    def live_chunk(self, key: str, chunk, options: FileOptions) -> str:
+    def live_chunk(self, key: str, chunk, options: FileOptions, principal: Principal = HOST) -> str:
         """Stream handler: one microphone chunk in, the captions so far out."""
         if chunk is None:
             session = self._live.get(key)
             return captions_html(session.captions() if session else None, error=session.error if session else "")
         rate, data = chunk
         with user_errors():
-            session = self._session(key, options)
+            session = self._session(key, options, principal)
             if session is None or session.closed:
                 return gr.skip()  # after Stop: the final transcript owns the page now
             captions = session.feed(rate, data)
         return captions_html(captions, error=session.error)
 
-    def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
+    def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress(), principal: Principal = HOST):
         """Re-transcribe the whole recording in one pass, with word timestamps; it replaces the live text."""
         with self._live_lock:
             session = self._live.get(key)
@@ -245,7 +264,7 @@ class TranscribePanel:
             path = session.finish()
         final = replace(options, word_timestamps=True)
         last = None
-        for last in self.transcribe(str(path), final, progress):
+        for last in self.transcribe(str(path), final, progress, principal):
             text = last[0]
             yield (captions_html(session.captions()) if last[3] is None else captions_html(None, text), *last, str(path))
 
@@ -265,10 +284,11 @@ def build(
     cache_dir: Path | None = None,
     recordings_dir: Path | None = None,
     blocks: gr.Blocks | None = None,
+    access: Access | None = None,
 ) -> None:
     """``cache_dir``: where the Whisper base extra is joined (default: the temp dir); ``recordings_dir``: where
     live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes."""
-    panel = TranscribePanel(engine, speakers, models_dir, cache_dir, recordings_dir)
+    panel = TranscribePanel(engine, speakers, models_dir, cache_dir, recordings_dir, access)
     preset = presets[0]
     model_info = gr.Markdown(model_line(engine), elem_id="transcribe-model")
     with gr.Row():
@@ -309,7 +329,7 @@ def build(
                     label_speakers = gr.Checkbox(value=getattr(preset, "speakers", False), label="Label speakers", elem_id="transcribe-speakers")
                     num_speakers = gr.Number(value=getattr(preset, "num_speakers", 0), minimum=0, maximum=8, precision=0,
                                              label="Number of speakers (0: estimate)")  # fmt: skip
-            with gr.Accordion("Model", open=False):
+            with gr.Accordion("Model", open=False, elem_id="transcribe-model-settings") as model_settings:
                 model_choice = gr.Dropdown(panel_model_choices(models_dir), label="Model", elem_id="transcribe-model-choice")
                 use_model = gr.Button("Use this model")
                 hub_id = gr.Textbox(label="Or a Hugging Face id", placeholder="Systran/faster-whisper-large-v3")
@@ -330,26 +350,31 @@ def build(
     option_inputs = [language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
                      label_speakers, num_speakers]  # fmt: skip
 
-    def file_handler(audio_path, *values, progress=gr.Progress()):
-        yield from panel.transcribe(audio_path, FileOptions(*values), progress)
+    def file_handler(request: gr.Request, audio_path, *values, progress=gr.Progress()):
+        principal = principal_of(request)
+        audio_path = panel.access.checked_file(principal, audio_path, "audio file")
+        yield from panel.transcribe(audio_path, FileOptions(*values), progress, principal)
 
     file_outputs = [text, timed, info, transcript_state, files, speaker_table]
     event = run.click(file_handler, [audio, *option_inputs], file_outputs, concurrency_id="speech", api_name="transcribe")
     stop.click(None, None, None, cancels=[event])
-    event.then(lambda: model_line(engine), None, model_info)
-    rename.click(panel.rename, [transcript_state, speaker_table], [timed, files])
+    event.then(lambda: model_line(engine), None, model_info, api_visibility="private")
+    def on_rename(request: gr.Request, transcript, rows):
+        return panel.rename(transcript, rows, principal_of(request))
+
+    rename.click(on_rename, [transcript_state, speaker_table], [timed, files], api_visibility="private")
 
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
     def start_handler(request: gr.Request, *values, progress=gr.Progress()):
         return panel.live_start(request.session_hash, FileOptions(*values), progress)
 
     def chunk_handler(request: gr.Request, chunk, *values):
-        return panel.live_chunk(request.session_hash, chunk, FileOptions(*values))
+        return panel.live_chunk(request.session_hash, chunk, FileOptions(*values), principal_of(request))
 
     def stop_handler(request: gr.Request, *values, progress=gr.Progress()):
-        yield from panel.live_stop(request.session_hash, FileOptions(*values), progress)
+        yield from panel.live_stop(request.session_hash, FileOptions(*values), progress, principal_of(request))
 
-    live_audio.start_recording(start_handler, option_inputs, live_html)
+    live_audio.start_recording(start_handler, option_inputs, live_html, api_visibility="private")
     live_audio.stream(
         chunk_handler,
         [live_audio, *option_inputs],
@@ -357,12 +382,13 @@ def build(
         stream_every=STREAM_EVERY,
         time_limit=LIVE_TIME_LIMIT,
         concurrency_id="live",
-        concurrency_limit=4,
+        concurrency_limit=panel.access.limits.max_live_sessions,
         show_progress="hidden",
+        api_visibility="private",
     )
     live_audio.stop_recording(
-        stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech"
-    ).then(lambda: model_line(engine), None, model_info)
+        stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech", api_visibility="private"
+    ).then(lambda: model_line(engine), None, model_info, api_visibility="private")
     if blocks is not None:
 
         def page_closed(request: gr.Request) -> None:
@@ -370,7 +396,8 @@ def build(
 
         blocks.unload(page_closed)
 
-    def switch(value, progress=gr.Progress()):
+    def switch(request: gr.Request, value, progress=gr.Progress()):
+        require_host(principal_of(request), "switch models")
         if not value:
             raise gr.Error("Choose a model first.", title="Check your input")
         name = next((n for n, v in panel_model_choices(models_dir) if v == value), None)
@@ -378,7 +405,8 @@ def build(
             engine.switch(speech_models.resolve(value, panel.cache_dir), name, progress_callback(progress))
         return model_line(engine)
 
-    def from_hub(repo_id, progress=gr.Progress()):
+    def from_hub(request: gr.Request, repo_id, progress=gr.Progress()):
+        require_host(principal_of(request), "download models")
         repo_id = (repo_id or "").strip()
         if not repo_id:
             raise gr.Error("Type a Hugging Face id such as Systran/faster-whisper-small.", title="Check your input")
@@ -386,8 +414,14 @@ def build(
             engine.switch(repo_id, repo_id, progress_callback(progress))
         return model_line(engine)
 
-    use_model.click(switch, model_choice, model_info, concurrency_id="speech")
-    download.click(from_hub, hub_id, model_info, concurrency_id="speech")
+    use_model.click(switch, model_choice, model_info, concurrency_id="speech", api_visibility="private")
+    download.click(from_hub, hub_id, model_info, concurrency_id="speech", api_visibility="private")
+    if blocks is not None:
+
+        def on_load(request: gr.Request):
+            return gr.update(visible=principal_of(request).is_host)
+
+        blocks.load(on_load, None, model_settings, api_visibility="private")
 
 
 def panel_model_choices(models_dir: Path | None) -> list[tuple[str, str]]:
