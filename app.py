@@ -244,6 +244,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
         allowed_paths=[str(a) for a in access.areas()],
         max_file_size="2gb",  # a long recording fits; an accidental disk image does not
         footer_links=["settings"],
+        run_history=False,  # Gradio's run history page is not part of Melange (and may connect to the hub)
         auth_dependency=lan.gradio_user,
         head=POLL_SCRIPT,
     )
@@ -252,6 +253,8 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     blocks.has_launched = True
     lan.install(app, sharing, blocks, access.areas(), remote_images=settings.chat_remote_images)
     app.state.sharing = sharing
+    app.state.blocks = blocks
+    app.state.settings = settings
     return app
 
 

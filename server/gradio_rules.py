@@ -35,7 +35,17 @@ STREAM_EVENT = re.compile(rf"^{API}/stream/([^/]+)(?:/close)?/?$")
 STREAM_SESSION = re.compile(rf"^{API}/stream/([^/]+)/[^/]+/[^/]+/")
 HEARTBEAT = re.compile(rf"^{API}/heartbeat/([^/]+)/?$")
 FILE = re.compile(rf"^{API}/file[=/](.+)$")
+# Gradio features Melange does not use: developer tools, run history, monitoring, its own token, the Spaces
+# proxy. Answered 404 for everyone rather than trusting each to check itself.
+DENIED = (
+    f"{API}/vibe-", f"{API}/undo-vibe-", f"{API}/vibe-code", f"{API}/vibe-starter", f"{API}/run-history", f"{API}/runs",
+    f"{API}/dev/", f"{API}/token", f"{API}/proxy=", f"{API}/mcp", "/monitoring",
+)  # fmt: skip
 MAX_SESSIONS = 100_000
+
+
+def scope_is_json(scope) -> bool:
+    return any(k == b"content-type" and v.startswith(b"application/json") for k, v in scope.get("headers", []))
 
 
 def not_found() -> JSONResponse:
@@ -123,7 +133,9 @@ class GradioRules:
         path: str = scope.get("path", "")
         method = scope.get("method", "GET")
         refusal = None
-        if not path.startswith(API + "/"):
+        if path.startswith(DENIED):
+            refusal = not_found()
+        elif not path.startswith(API + "/"):
             pass
         elif match := FILE.match(path):
             if not self.may_read(unquote(match.group(1)), principal):
@@ -146,7 +158,11 @@ class GradioRules:
         elif method == "POST" and path.rstrip("/") == f"{API}/upload":
             await app(scope, receive, self._recording_upload(send, principal))
             return
-        elif method == "POST" and (path.rstrip("/") in (f"{API}/queue/join", f"{API}/cancel") or NAMED_CALL.match(path)):
+        elif method == "POST" and path.rstrip("/") == f"{API}/component_server" and not scope_is_json(scope):
+            pass  # an image editor's blob upload (multipart): kept under a random id of the client's own
+        elif method == "POST" and (
+            path.rstrip("/") in (f"{API}/queue/join", f"{API}/cancel", f"{API}/component_server") or NAMED_CALL.match(path)
+        ):
             body, receive = await read_body(receive)
             if body is None:
                 refusal = JSONResponse({"detail": "The request is too large."}, status_code=413)

@@ -29,7 +29,7 @@ from server.principal import HOST, Principal
 
 SESSION_COOKIE = "melange_session"
 PRINCIPAL_KEY = "melange.principal"  # where the guard leaves the principal in the ASGI scope
-PUBLIC_PATHS = ("/login", "/health", "/favicon.ico")
+PUBLIC_PATHS = ("/login", "/health")
 MAX_JSON_BODY = 64 * 2**20  # a queue join carries values, not files (those go through /upload)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -99,7 +99,8 @@ class Guard:
         principal = self._identify(scope, headers) if refusal is None else None
         scope[PRINCIPAL_KEY] = principal
         path = scope.get("path", "")
-        public = path in PUBLIC_PATHS or path in self.policy.extra_public
+        preflight = scope.get("method") == "OPTIONS" and "access-control-request-method" in headers
+        public = path in PUBLIC_PATHS or path in self.policy.extra_public or preflight  # CORS answers preflights itself
         if refusal is None and principal is None and not public:
             refusal = self._unauthenticated(scope, headers)
         if refusal is not None:

@@ -19,8 +19,10 @@ NOT_ALLOWED = "Not allowed"
 
 
 def principal_of(request: gr.Request | None) -> Principal:
-    """The person behind a request. No request (a direct call, in tests) or no login in front: the host."""
-    username = getattr(request, "username", None) if request is not None else None
+    """The person behind a request; with no login in front of the app (this machine only), the host."""
+    if request is None:  # never guess who is asking
+        raise gr.Error("This request carries no session.", title=NOT_ALLOWED)
+    username = getattr(request, "username", None)
     try:
         return Principal.decode(username)
     except ValueError:
