@@ -242,7 +242,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
         blocks,
         path="/",
         allowed_paths=[str(a) for a in access.areas()],
-        max_file_size="2gb",  # a long recording fits; an accidental disk image does not
+        max_file_size=settings.max_upload_mb * 1024 * 1024,
         footer_links=["settings"],
         run_history=False,  # Gradio's run history page is not part of Melange (and may connect to the hub)
         auth_dependency=lan.gradio_user,

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list, description="More host names the server answers to (e.g. a DNS name colleagues use), besides localhost and this machine's names and addresses.")
     session_hours: float = Field(12.0, gt=0, le=24 * 7, description="A sign-in lasts this long after its last use (at most 7 days in all).")
     loopback_is_host: bool = Field(True, description="With --lan: a browser on this machine itself is the host without signing in.")
+    max_upload_mb: int = Field(2048, ge=1, description="The largest file anyone may upload, in MB (a long recording fits; a disk image does not).")
     queue_size: int = Field(64, ge=1, le=10000, description="Jobs waiting at once, all panels together; past it the app answers 'busy, try again' (503).")
     guest_max_image_work: float = Field(32.0, gt=0, description="Per guest request: megapixels x steps x images (32: four 512x512 images at 30 steps).")
     guest_max_audio_minutes: float = Field(30.0, gt=0, description="Per guest request: the longest audio file, in minutes.")

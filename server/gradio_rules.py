@@ -42,6 +42,7 @@ DENIED = (
     f"{API}/dev/", f"{API}/token", f"{API}/proxy=", f"{API}/mcp", "/monitoring",
 )  # fmt: skip
 MAX_SESSIONS = 100_000
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def scope_is_json(scope) -> bool:
@@ -103,6 +104,8 @@ class GradioRules:
     def may_read(self, path: str, principal: Principal) -> bool:
         for area in self.owned_areas:
             if inside(path, area):
+                if area.name == "images" and Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+                    return False  # the gallery folder is served as images and nothing else
                 return principal.is_host or (bool(principal.folder) and inside(path, area / principal.folder))
         owners = self.uploads.owner_of(path)
         return not owners or principal.owner in owners or principal.is_host

@@ -38,7 +38,8 @@ POLL_SCRIPT = """<script>
     }
     setTimeout(poll, 1500);
   }
-  window.addEventListener("load", poll);
+  // Gradio may add this script after the page has loaded: start now if so.
+  if (document.readyState === "complete") poll(); else window.addEventListener("load", poll);
 })();
 </script>"""
 
@@ -87,6 +88,22 @@ def waiting_jobs(blocks, username: str) -> list[dict]:
             else:
                 ahead += avg
     return jobs
+
+
+async def withdraw(blocks, session_hash: str, concurrency_id: str) -> bool:
+    """Take this session's waiting job for that engine out of the queue, and tell its page it is over (what
+    Gradio's own /cancel does). False when it has none waiting (it may be running: stop that another way)."""
+    from gradio.server_messages import ProcessCompletedMessage
+
+    queue = getattr(blocks, "_queue", None)
+    event_queue = queue.event_queue_per_concurrency_id.get(concurrency_id) if queue is not None else None
+    waiting = [e for e in list(event_queue.queue) if e.session_hash == session_hash] if event_queue else []
+    for event in waiting:
+        await queue.remove_from_queue(event._id)
+        messages = queue.pending_messages_per_session.get(session_hash)
+        if messages is not None:
+            messages.put_nowait(ProcessCompletedMessage(output={}, success=True, event_id=event._id))
+    return bool(waiting)
 
 
 def queue_router(get_blocks) -> APIRouter:

@@ -23,9 +23,12 @@ def client(server):
     return Client(server.url, verbose=False)
 
 
-def stored_messages(server: AppServer, conversation_id: int) -> list[tuple[str, str]]:
+MESSAGES = "SELECT m.role, m.content, m.stats FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.uid = ? ORDER BY m.id"
+
+
+def stored_messages(server: AppServer, conversation_id: str) -> list[tuple[str, str]]:
     with sqlite3.connect(server.data_dir / "melange.db") as db:
-        return db.execute("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+        return [(role, content) for role, content, _ in db.execute(MESSAGES, (conversation_id,)).fetchall()]
 
 
 def test_chat_streams_the_reply_and_keeps_the_conversation(server, client):
@@ -55,7 +58,7 @@ def test_same_seed_at_temperature_zero_gives_the_same_reply(client):
         ({"message": "   "}, "empty"),
         ({"message": "hi", "temperature": -1.0}, "emperature"),
         ({"message": "hi", "max_tokens": 10**9}, "ax"),
-        ({"message": "hi", "conversation_id": 999_999}, "no conversation"),
+        ({"message": "hi", "conversation_id": "no-such-conversation"}, "no conversation"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_the_app_keeps_serving(server, client, kwargs, message):
@@ -110,7 +113,7 @@ def test_cancelling_a_chat_stops_generation_and_keeps_the_partial_reply(server, 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with sqlite3.connect(server.data_dir / "melange.db") as db:
-            row = db.execute("SELECT content, stats FROM messages WHERE conversation_id = ? AND role = 'assistant'", (conversation_id,)).fetchone()
+            row = next(((c, st) for r, c, st in db.execute(MESSAGES, (conversation_id,)).fetchall() if r == "assistant"), None)
         if row and row[1] and json.loads(row[1]).get("finish_reason") == "cancelled":
             break
         time.sleep(0.2)

@@ -260,6 +260,24 @@ def test_a_guest_has_one_job_per_panel_at_a_time_and_cancel_frees_it(server, ali
     assert chat(server, alice, "Hello again")[0] == "complete", "a new job is taken once the first is gone"
 
 
+def test_a_thousand_queue_joins_from_one_guest_are_refused_and_others_are_served(server, passcode, bob):
+    from concurrent.futures import ThreadPoolExecutor
+
+    flood = server.login("Flooder", passcode)
+    index = chat_index(server, flood)
+    first = uuid.uuid4().hex
+    story = ["Write a long story about a lighthouse keeper.", "", 0.0, 0.9, 40, 1.1, 256, 3, None]
+    assert join(server, flood, index, story, first).status_code == 200
+
+    def another(_):
+        return join(server, flood, index, story, uuid.uuid4().hex).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(another, range(1000)))
+    assert codes.count(429) == 1000, {c: codes.count(c) for c in set(codes)}
+    assert chat(server, bob, "Name a colour.")[0] == "complete", "everyone else keeps being served"
+
+
 def test_guest_caps_are_refused_with_a_clear_message(server, alice):
     kind, message = call(server, alice, "chat", ["hi", "", 0.5, 0.9, 40, 1.1, 4096, -1, None])
     assert kind == "error" and "guests may ask for at most 1024" in message
@@ -331,6 +349,21 @@ def test_no_auth_shows_its_banner_and_http_warns_about_microphones(tmp_path_fact
         assert banners, "a red banner on every page"
         printed = server.log.read_text()
         assert "--no-auth: anyone on the network" in printed and "--http: browsers allow the microphone only over https" in printed
+    finally:
+        server.stop()
+
+
+def test_an_upload_past_the_size_limit_is_refused_and_nothing_is_kept(tmp_path_factory, tmp_path):
+    server = start(tmp_path_factory, "--engines", "fake", "--max-upload-mb", "1", "--no-loopback-is-host")
+    try:
+        guest = server.login("Walter", server.printed(r"Guest passcode: (\w+)"))
+        big = tmp_path / "big.wav"
+        big.write_bytes(b"\0" * (3 * 1024 * 1024))
+        with big.open("rb") as f:
+            answer = guest.post(f"{server.url}/gradio_api/upload", files={"files": ("big.wav", f)})
+        assert answer.status_code == 413, (answer.status_code, answer.text)
+        assert "maximum allowed size" in answer.text
+        assert server.health()["status"] == "ok"
     finally:
         server.stop()
 

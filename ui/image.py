@@ -33,6 +33,7 @@ from engines.base import (
 from engines.gallery import Gallery
 from engines.recipe import read_recipe
 from server.principal import HOST, Principal
+from server.queue_status import withdraw
 from ui.access import NOT_ALLOWED, Access, principal_of
 from ui.common import model_line, progress_callback, user_errors
 from ui.presets import ImagePreset
@@ -430,16 +431,22 @@ def build(
         "init_image": init_image, "strength": strength,
     }  # fmt: skip
 
+    cancel_lock = threading.Lock()
+
     @contextmanager
     def own_cancel(request: gr.Request) -> Iterator[threading.Event]:
         """A Cancel event for this browser session's run: Cancel stops only your own."""
-        event = cancels[request.session_hash] = threading.Event()
+        key = request.session_hash
+        event = threading.Event()
+        with cancel_lock:
+            cancels[key] = event
         try:
             yield event
         finally:
             event.set()  # a closed page or a finished run: nothing left to stop
-            if cancels.get(request.session_hash) is event:
-                del cancels[request.session_hash]
+            with cancel_lock:
+                if cancels.get(key) is event:
+                    del cancels[key]
 
     INIT_IMAGE = controls.index(init_image)
 
@@ -469,10 +476,17 @@ def build(
         with own_cancel(request) as event:
             return generate_for_api(engine, gallery_of(principal), event, *values, progress=progress)
 
-    def cancel(request: gr.Request) -> None:
-        event = cancels.get(request.session_hash)
-        if event is not None:
-            event.set()
+    async def cancel(request: gr.Request):
+        """Stop this session's run at its next step (what was drawn is kept); one still waiting leaves the queue."""
+        key = request.session_hash
+        with cancel_lock:
+            event = cancels.get(key)
+            if event is not None:
+                event.set()
+                return gr.skip()
+        if blocks is not None and await withdraw(blocks, key, "image"):
+            return "Cancelled before it started: nothing was drawn."
+        return gr.skip()
 
     page_only = {"api_visibility": "private"}
     gr.on(
@@ -485,7 +499,7 @@ def build(
     api_summary = gr.JSON(visible=False)
     api_button = gr.Button(visible=False)
     api_button.click(api_handler, controls, [api_images, api_summary], concurrency_id="image", api_name="generate")
-    stop.click(cancel, None, None, concurrency_limit=None, **page_only)
+    stop.click(cancel, None, info, concurrency_limit=None, **page_only)
     size.change(lambda name: SIZES.get(name, (gr.skip(), gr.skip())), size, [width, height], **page_only)
 
     def on_recipe(request: gr.Request, path: str | None):
