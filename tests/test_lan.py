@@ -260,21 +260,44 @@ def test_a_guest_has_one_job_per_panel_at_a_time_and_cancel_frees_it(server, ali
     assert chat(server, alice, "Hello again")[0] == "complete", "a new job is taken once the first is gone"
 
 
-def test_a_thousand_queue_joins_from_one_guest_are_refused_and_others_are_served(server, passcode, bob):
+def waiting_line(server, session) -> str:
+    return session.get(f"{server.url}/melange/queue").json()["text"]
+
+
+def wait_for(predicate, what: str, timeout: float = 120):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_thousand_queue_joins_from_one_guest_are_refused_and_others_are_served(server, passcode, host, bob):
     from concurrent.futures import ThreadPoolExecutor
 
+    index = chat_index(server, host)
+    busy = uuid.uuid4().hex  # the host's long reply keeps the chat engine busy
+    hosts = join(server, host, index, ["Write a long story about a lighthouse keeper.", "", 0.0, 0.9, 40, 1.1, 4096, 3, None], busy)
+    assert hosts.ok
     flood = server.login("Flooder", passcode)
-    index = chat_index(server, flood)
     first = uuid.uuid4().hex
-    story = ["Write a long story about a lighthouse keeper.", "", 0.0, 0.9, 40, 1.1, 256, 3, None]
-    assert join(server, flood, index, story, first).status_code == 200
+    joined = join(server, flood, index, ["Name a colour.", "", 0.0, 0.9, 40, 1.1, 16, 3, None], first)
+    assert joined.status_code == 200
+    wait_for(lambda: "1st in line for Chat" in waiting_line(server, flood), "the flooder's job to wait in line")
 
     def another(_):
-        return join(server, flood, index, story, uuid.uuid4().hex).status_code
+        return join(server, flood, index, ["Name a colour.", "", 0.0, 0.9, 40, 1.1, 16, 3, None], uuid.uuid4().hex).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(another, range(1000)))
-    assert codes.count(429) == 1000, {c: codes.count(c) for c in set(codes)}
+    assert "1st in line for Chat" in waiting_line(server, flood), "the first job waited all along, so every join met the cap"
+    assert codes == [429] * 1000, {c: codes.count(c) for c in set(codes)}
+    for session, session_hash, answer in ((flood, first, joined), (host, busy, hosts)):  # make room
+        cancel = {"session_hash": session_hash, "event_id": answer.json()["event_id"], "fn_index": index}
+        assert session.post(f"{server.url}/gradio_api/cancel", json=cancel).ok
     assert chat(server, bob, "Name a colour.")[0] == "complete", "everyone else keeps being served"
 
 
