@@ -81,17 +81,20 @@ class Gallery:
 
     def keep_source(self, path: str | Path) -> Path:
         """An img2img starting image, kept under ``sources/`` by its content's hash: the upload it came from
-        is a temporary file, and one source used for many images is kept once. It is re-encoded as PNG: the
-        folder is served to browsers, and an upload named .html or .svg must never be served as itself."""
-        data = Path(path).read_bytes()
+        is a temporary file, and one source used for many images is kept once. It is re-encoded as PNG (and
+        named by the PNG's hash, so the same picture is kept once whatever file it came in): the folder is
+        served to browsers, and an upload named .html or .svg must never be served as itself."""
+        with Image.open(path) as image:
+            image.load()
+            clean = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+        buffer = io.BytesIO()
+        clean.save(buffer, format="PNG")
+        data = buffer.getvalue()
         target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")
         if not target.exists():
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                clean = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-            clean.save(partial, format="PNG")
+            partial.write_bytes(data)
             partial.replace(target)  # atomic: a reader never sees half a file
         return target
 
