@@ -59,6 +59,11 @@ def fit_context(
     return system + turns[start:], start
 
 
+def is_reproducible(params: ChatParams) -> bool:
+    """A fixed seed or greedy decoding promises the same reply to the same prompt, whatever ran before."""
+    return params.seed >= 0 or params.temperature == 0
+
+
 class LlamaChatEngine:
     kind = "chat"
 
@@ -153,6 +158,14 @@ class LlamaChatEngine:
 
         budget = self.n_ctx - min(params.max_tokens, self.n_ctx // 2)
         messages, dropped = fit_context(messages, budget, count)
+        if is_reproducible(params):
+            # llama-cpp-python keeps the last prompt and reply in its cache and evaluates only what differs
+            # from them: a repeated prompt replays just its last token, a conversation's next turn reuses its
+            # reply, computed a token at a time. Logits computed in another batch shape differ slightly (by up
+            # to 0.7 here), enough to turn a greedy reply, so one prompt gave two replies depending on what ran
+            # before. Evaluated whole from an empty cache, the same prompt always gives the same reply; random
+            # replies keep the faster reuse.
+            llm.reset()
         started = time.perf_counter()
         stats = ChatStats(dropped_messages=dropped, finish_reason="cancelled")
         pieces: list[str] = []
