@@ -148,11 +148,11 @@ def test_fit_context_keeps_system_and_last_message_and_starts_on_a_user_turn():
         fit_context(msgs, budget=20, count=words)
 
 
-def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
+def test_switching_models_loads_the_new_one_and_refuses_non_gguf(tmp_path):
     engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", threads=2)
     engine.load()
     engine.switch(embedded.smollm2_gguf(), "SmolLM2 again", n_ctx=1024)
-    assert engine.status().loaded is False and engine.n_ctx == 1024
+    assert engine.status().loaded is True and engine.n_ctx == 1024 and engine._llm.n_ctx() == 1024
     assert engine.status().model == "SmolLM2 again"
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope")
@@ -162,6 +162,29 @@ def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
     reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
     assert "Paris" in reply
     engine.unload()
+
+
+def corrupt_ggufs(folder) -> list:
+    """GGUF files that pass the magic-number check but cannot load: cut in half, and a header then noise."""
+    import os
+
+    data = embedded.smollm2_gguf().read_bytes()
+    (folder / "truncated.gguf").write_bytes(data[: len(data) // 2])
+    (folder / "noise.gguf").write_bytes(b"GGUF" + os.urandom(64 * 1024))
+    return [folder / "truncated.gguf", folder / "noise.gguf"]
+
+
+def test_a_corrupt_gguf_is_a_clear_error_and_the_previous_model_keeps_serving(tmp_path):
+    engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", display_name="SmolLM2", threads=1)
+    try:
+        assert "Paris" in ask(engine, "What is the capital of France? Answer in one sentence.")[0]
+        for corrupt in corrupt_ggufs(tmp_path):
+            with pytest.raises(EngineError, match=f"Could not load {corrupt.name}"):
+                engine.switch(corrupt, n_ctx=1024)
+            assert engine.status().model == "SmolLM2" and engine.n_ctx == 4096
+            assert "Paris" in ask(engine, "What is the capital of France? Answer in one sentence.")[0]
+    finally:
+        engine.unload()
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,7 @@ class ChatPanel:
         name = next((n for n, p in self.model_choices() if p == path), Path(path).name)
         with user_errors():
             self.engine.switch(path, name, int(n_ctx))
-        gr.Info(f"Switched to {name}; it loads with your next message.")
+        gr.Info(f"Switched to {name}.")
         return model_line(self.engine)
 
     def download(self, repo_id: str, filename: str, progress=gr.Progress(track_tqdm=True)):
