@@ -10,9 +10,9 @@ LOCK_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
-# Debian packages, each named as the command it provides: a compiler for llama-cpp-python's build, and for the
+# Debian packages, each named as the command it provides: a compiler and CMake for llama-cpp-python's build, and for the
 # tests a browser for the UI tests, ffmpeg and speech synthesis for the audio fixtures.
-BUILD_PACKAGES := gcc g++
+BUILD_PACKAGES := gcc g++ cmake
 TEST_PACKAGES := chromium ffmpeg espeak-ng sox
 
 .PHONY: run test install lock system-deps cuda bench bench-chat bench-image bench-speech clean-venv
