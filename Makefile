@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BUILD_PACKAGES := gcc g++ cmake
 TEST_PACKAGES := chromium ffmpeg espeak-ng sox
 
-.PHONY: run test install lock system-deps cuda bench bench-chat bench-image bench-speech clean-venv
+.PHONY: run test test-packages install lock system-deps cuda bench bench-chat bench-image bench-speech clean-venv
 
 # Missing Debian packages are installed when we are root with apt-get (as in CI), otherwise we stop at once and
 # say the one command to run: a missing package found later is a compile error or a dozen failing tests.
@@ -47,9 +47,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
 
-test: $(STAMP)
-	$(call need_packages,$(TEST_PACKAGES))
+# The system packages first: a newcomer missing one hears it at once, not after the Python install.
+test: test-packages $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-packages:
+	$(call need_packages,$(TEST_PACKAGES))
 
 # Resolve pyproject.toml (with the test and whisper-base extras, for every platform and Python it allows) into
 # the lock. Versions already locked stay where they still fit; LOCK_ARGS=--upgrade moves all to the newest.
