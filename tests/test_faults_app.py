@@ -104,8 +104,8 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine_for_the_next_job(serve
         assert stats == {"finish_reason": "cancelled"} and content.startswith(seen["reply"])
         assert len(content.split()) < 1000, "stopped when the client left, not at 4096 tokens"
 
-        # Image: the page's Generate, 4 images of 150 steps each, abandoned at its first preview.
-        data = image_controls(steps=150, seed=4242, batch_count=4, width=256, height=256)
+        # Image: the page's Generate, 4 images of 150 steps each (seconds per image), abandoned at its first preview.
+        data = image_controls(steps=150, seed=4242, batch_count=4, width=512, height=512)
         leave_mid_stream(http, generate_event, data, lambda out: out[0] is not None)
     files, summary = client.predict(*image_controls(seed=7), api_name="/generate")
     assert summary["seeds"] == [7] and Path(files[0]).is_file()
