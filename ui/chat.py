@@ -142,9 +142,11 @@ class ChatPanel:
         folder = Path(tempfile.mkdtemp(prefix="melange-export-"))
         stem = re.sub(r"[^\w-]+", "-", conversation.title).strip("-")[:40] or "conversation"
         md, js = folder / f"{stem}.md", folder / f"{stem}.json"
-        for path, text in ((md, to_markdown(conversation, messages)), (js, json.dumps(to_json(conversation, messages), indent=2, ensure_ascii=False))):
-            path.with_name(f".{path.name}.part").write_text(text, encoding="utf-8")
-            path.with_name(f".{path.name}.part").replace(path)  # atomic: never half a file
+        texts = {md: to_markdown(conversation, messages), js: json.dumps(to_json(conversation, messages), indent=2, ensure_ascii=False)}
+        for path, text in texts.items():
+            partial = path.with_name(f".{path.name}.part")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(path)  # atomic: never half a file
         return [str(md), str(js)]
 
     # ---------------------------------------------------------------- generation
