@@ -312,6 +312,8 @@ def test_a_second_model_named_by_an_image_request_is_booked():
     assert manager.status().used == 4 * GB, "a generation that loads nothing changes nothing"
     image.unload()
     assert manager.status().used == 0 == meter.used
+    image.generate(ImageParams("a", width=64, height=64, steps=1, seed=1, model="fake-refiner"))  # no prepare first
+    assert manager.status().used == 4 * GB == meter.used
 
 
 class OutOfMemoryChat(FakeChatEngine):
