@@ -23,6 +23,7 @@ import ui.status
 import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
+from engines.recordings import repair_recordings
 from engines.residency import ResidencyManager, parse_size
 from engines.speakers import SpeakerLabeler
 from server import lan
@@ -215,6 +216,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
         if manager.idle_seconds:
             manager.start_idle_reaper()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    repair_recordings(settings.data_dir / "recordings")  # recordings a crash cut short play up to where they stopped
     # Validated now: a broken preset stops start-up, naming the file.
     presets = load_presets(user_root=user_presets_dir(settings))
     access = Access(settings.data_dir, sharing.uploads, limits(settings))

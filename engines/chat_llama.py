@@ -59,6 +59,11 @@ def fit_context(
     return system + turns[start:], start
 
 
+def is_reproducible(params: ChatParams) -> bool:
+    """A fixed seed or greedy decoding promises the same reply to the same prompt, whatever ran before."""
+    return params.seed >= 0 or params.temperature == 0
+
+
 class LlamaChatEngine:
     kind = "chat"
 
@@ -77,6 +82,7 @@ class LlamaChatEngine:
         self.n_ctx = n_ctx
         self.threads = threads
         self.template_note = ""  # says so when the model has no chat template of its own
+        self.loads = 0  # models opened so far: the memory manager books a load when this moves
         self._llm = None
         self._lock = threading.Lock()  # one generation at a time: a llama context is not re-entrant
 
@@ -97,6 +103,7 @@ class LlamaChatEngine:
         check_gguf(self.model_path)
         from llama_cpp import Llama  # imported here so the fake engines run without the native library
 
+        self.loads += 1
         try:
             llm = Llama(
                 model_path=str(self.model_path),
@@ -125,16 +132,31 @@ class LlamaChatEngine:
             self._llm = None
             gc.collect()
 
-    def switch(self, model_path: str | Path, display_name: str | None = None, n_ctx: int | None = None) -> None:
-        """Use another model or context length from the next request on; the old model is freed first."""
+    def switch(
+        self,
+        model_path: str | Path,
+        display_name: str | None = None,
+        n_ctx: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Use another model or context length: the old model is freed first (two may not fit), the new one is
+        loaded now, and if it cannot load the old one stays the model (it loads again on next use)."""
         path = Path(model_path)
         check_gguf(path)
         with self._lock:
+            previous = (self.model_path, self.display_name, self.n_ctx, self.template_note)
             self._unload_locked()
             self.model_path = path
             self.display_name = display_name or path.name
             self.n_ctx = n_ctx or self.n_ctx
             self.template_note = ""
+            if progress:
+                progress(None, f"Loading {self.display_name}…")
+            try:
+                self._llm = self._open()
+            except BaseException:
+                self.model_path, self.display_name, self.n_ctx, self.template_note = previous
+                raise
 
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         check_messages(messages)
@@ -153,6 +175,14 @@ class LlamaChatEngine:
 
         budget = self.n_ctx - min(params.max_tokens, self.n_ctx // 2)
         messages, dropped = fit_context(messages, budget, count)
+        if is_reproducible(params):
+            # llama-cpp-python keeps the last prompt and reply in its cache and evaluates only what differs
+            # from them: a repeated prompt replays just its last token, a conversation's next turn reuses its
+            # reply, computed a token at a time. Logits computed in another batch shape differ slightly (by up
+            # to 0.7 here), enough to turn a greedy reply, so one prompt gave two replies depending on what ran
+            # before. Evaluated whole from an empty cache, the same prompt always gives the same reply; random
+            # replies keep the faster reuse.
+            llm.reset()
         started = time.perf_counter()
         stats = ChatStats(dropped_messages=dropped, finish_reason="cancelled")
         pieces: list[str] = []

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,15 +70,20 @@ class Gallery:
             kept = self.keep_source(result.params.init_image)
             result = replace(result, params=replace(result.params, init_image=str(kept)))
         number = max((self._number(p) for p in self.folder.glob("*.png")), default=-1) + 1
-        info = png_info(result)
-        while True:
-            path = self.folder / f"{number:05d}-{result.params.seed}.png"
-            try:
-                with path.open("xb") as f:  # exclusive: two sessions saving at once never overwrite
-                    image.save(f, format="PNG", pnginfo=info)
-                return path
-            except FileExistsError:
-                number += 1
+        # Written whole under a hidden temporary name first: a crash mid-write never leaves half a PNG in the gallery.
+        fd, partial = tempfile.mkstemp(prefix=".", suffix=".png.part", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                image.save(f, format="PNG", pnginfo=png_info(result))
+            while True:
+                path = self.folder / f"{number:05d}-{result.params.seed}.png"
+                try:
+                    os.link(partial, path)  # atomic, and never overwrites: two sessions saving at once both keep theirs
+                    return path
+                except FileExistsError:
+                    number += 1
+        finally:
+            os.unlink(partial)
 
     def keep_source(self, path: str | Path) -> Path:
         """An img2img starting image, kept under ``sources/`` by its content's hash: the upload it came from

@@ -113,6 +113,7 @@ class DiffusersImageEngine:
         self._active = self.display_name
         self._resident: OrderedDict[str, _Model] = OrderedDict()  # least recently used first
         self._taesd = None
+        self.loads = 0  # models opened so far: the memory manager books a load when this moves
         self._lock = threading.Lock()  # one load or generation at a time: a pipeline is not re-entrant
 
     # ------------------------------------------------------------ models
@@ -192,6 +193,7 @@ class DiffusersImageEngine:
         return entry
 
     def _open(self, name: str, source: str, progress: ProgressCallback | None) -> _Model:
+        self.loads += 1
         import torch
         from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 

@@ -8,13 +8,18 @@ and every call that needs the model, goes through the manager.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from engines.base import Engine, EngineError, ProgressCallback
+
+T = TypeVar("T")
 
 # Higher stays longer. Live captions must not stall behind a model load; chat reloads fastest.
 DEFAULT_PRIORITY = {"speech": 30, "image": 20, "chat": 10}
@@ -86,14 +91,31 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
+def path_size(path: object) -> int:
+    """The bytes of a model file or folder on disk; 0 for anything else (a hub id, None)."""
+    if path is None or not Path(str(path)).exists():
+        return 0
+    p = Path(str(path))
+    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
 def size_hint(engine: Engine) -> int:
     """Before the first load: the model's files on disk, a fair lower bound of what loading takes."""
     for name in ("model_path", "model"):
-        path = getattr(engine, name, None)
-        if path is not None and Path(str(path)).exists():
-            p = Path(str(path))
-            return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        size = path_size(getattr(engine, name, None))
+        if size:
+            return size
     return 0
+
+
+def load_count(engine: Engine) -> int | None:
+    """How many models the engine has opened, where it counts them: a changed count means a call loaded one."""
+    return getattr(engine, "loads", None)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or torch's OutOfMemoryError (named, so the manager never imports torch)."""
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
 
 
 class ResidencyManager:
@@ -116,7 +138,8 @@ class ResidencyManager:
         self._measure = measure
         self._clock = clock
         self._residents: dict[int, Resident] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the books only: never held while a model loads or unloads
+        self._loading = threading.Lock()  # one load at a time per device, so each is measured alone
 
     @classmethod
     def for_device(cls, device: str, budget: int | None = None, **kwargs) -> ResidencyManager:
@@ -148,52 +171,111 @@ class ResidencyManager:
 
     def acquire(self, engine: Engine, progress: ProgressCallback | None = None) -> list[str]:
         """Make the engine's model resident, unloading others if needed. Returns what was unloaded."""
+        resident = self._resident(engine)
         with self._lock:
             self._refresh()
-            resident = self._resident(engine)
             resident.last_used = self._clock()
             if resident.loaded:
                 return []
-            need = resident.size or size_hint(engine)
-            evicted = self._make_room(resident, need)
-            before = self._measure()
-            engine.load(progress)
-            resident.size = max(self._measure() - before, 0) or need
-            resident.loaded = True
-            resident.last_used = self._clock()
+        with self._loading:
+            with self._lock:
+                self._refresh()
+                if resident.loaded:  # another request loaded it while this one waited
+                    return []
+            evicted = self._make_room(resident, resident.size or size_hint(engine))
+            try:
+                self.measured(engine, lambda: engine.load(progress), replaces=False)
+            except BaseException as e:
+                if is_out_of_memory(e):
+                    raise self.out_of_memory(engine, loading=True) from e
+                raise
             return evicted
 
-    def _make_room(self, incoming: Resident, need: int) -> list[str]:
-        evicted = []
-        candidates = sorted(
-            (r for r in self._residents.values() if r.loaded and r is not incoming),
-            key=lambda r: (r.priority, r.last_used),
+    def switch(self, engine: Engine, call: Callable[[], T], model: object = None) -> T:
+        """Run an engine's model switch: the old model goes first, room is made for the new one, and what the
+        new one takes is measured. If the switch fails, the engine's model is simply not resident."""
+        resident = self._resident(engine)
+        with self._loading:
+            self._unload(resident)
+            self._make_room(resident, path_size(model))
+            try:
+                return self.measured(engine, call, replaces=False)
+            except BaseException as e:
+                if is_out_of_memory(e):
+                    raise self.out_of_memory(engine, loading=True) from e
+                raise
+
+    def out_of_memory(self, engine: Engine, loading: bool) -> EngineError:
+        """After an out-of-memory error: free all the engine held (its model loads again on the next request, a
+        part-loaded one is dropped) and say so plainly."""
+        model = engine.status().model
+        self._unload(self._resident(engine))
+        gc.collect()
+        doing = f"loading {model}" if loading else f"{model} was working"
+        return EngineError(
+            f"Out of memory while {doing}: it was unloaded to free the memory and loads again with your next "
+            "request. Unload another model, or try a smaller model or request."
         )
-        for victim in candidates:
-            if self.used() + need <= self.budget:
-                break
+
+    def measured(self, engine: Engine, call: Callable[[], T], replaces: bool = True) -> T:
+        """Run a call that may load a model (a load, a switch, an image model named by a request), and book what
+        it changed: the device's memory before and after, while the manager's lock stays free, so the status
+        and /health answer during a load. ``replaces``: the engine's models before the call still count."""
+        resident = self._resident(engine)
+        loads_before = load_count(engine)
+        before = self._measure()
+        try:
+            return call()
+        finally:
+            delta = self._measure() - before
+            with self._lock:
+                was_loaded = resident.loaded
+                resident.loaded = resident.engine.status().loaded
+                if resident.loaded and (not was_loaded or load_count(engine) != loads_before):
+                    base = resident.size if was_loaded and replaces else 0
+                    resident.size = max(base + delta, 0) or size_hint(engine)
+                resident.last_used = self._clock()
+
+    def _make_room(self, incoming: Resident, need: int) -> list[str]:
+        """Unload the models that must go for ``need`` more bytes; the unloads happen outside the lock (a busy
+        engine finishes its job first), so the status answers meanwhile."""
+        with self._lock:
+            self._refresh()
+            candidates = sorted(
+                (r for r in self._residents.values() if r.loaded and r is not incoming),
+                key=lambda r: (r.priority, r.last_used),
+            )
+            victims, used = [], self.used()
+            for victim in candidates:
+                if used + need <= self.budget:
+                    break
+                victims.append(victim)
+                used -= victim.size
+        evicted = []
+        for victim in victims:
             evicted.append(victim.engine.status().model)
             self._unload(victim)
         return evicted
 
     def _unload(self, resident: Resident) -> None:
         resident.engine.unload()
-        resident.loaded = False
+        with self._lock:
+            resident.loaded = False
 
     def release(self, engine: Engine) -> None:
-        with self._lock:
-            self._unload(self._resident(engine))
+        self._unload(self._resident(engine))
 
     def unload_idle(self) -> list[str]:
         """Unload every model unused for longer than the idle time. Returns what was unloaded."""
         if not self.idle_seconds:
             return []
         with self._lock:
+            self._refresh()
             now = self._clock()
             idle = [r for r in self._residents.values() if r.loaded and now - r.last_used > self.idle_seconds]
-            for resident in idle:
-                self._unload(resident)
-            return [r.engine.status().model for r in idle]
+        for resident in idle:
+            self._unload(resident)
+        return [r.engine.status().model for r in idle]
 
     def start_idle_reaper(self, every: float = 30.0) -> threading.Event:
         """A daemon thread that unloads idle models; set the returned event to stop it."""
@@ -220,8 +302,9 @@ class ResidencyManager:
 class ManagedEngine:
     """An engine whose loads go through the manager; everything else is the engine's own."""
 
-    # The calls that need the model resident, per kind.
-    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe"}
+    # The calls that need the model resident, per kind; any of them may also load another model (an image
+    # request naming one), which the manager books.
+    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe", "transcribe_samples"}
 
     def __init__(self, engine: Engine, manager: ResidencyManager) -> None:
         self._engine = engine
@@ -237,6 +320,9 @@ class ManagedEngine:
     def unload(self) -> None:
         self._manager.release(self._engine)
 
+    def switch(self, model, *args, **kwargs):
+        return self._manager.switch(self._engine, lambda: self._engine.switch(model, *args, **kwargs), model)
+
     def __getattr__(self, name: str):
         attr = getattr(self._engine, name)
         if name not in self.WORK:
@@ -244,6 +330,30 @@ class ManagedEngine:
 
         def work(*args, **kwargs):
             self._manager.acquire(self._engine)
-            return attr(*args, **kwargs)
+            try:
+                return self._guarded(self._manager.measured(self._engine, lambda: attr(*args, **kwargs)))
+            except BaseException as e:
+                if is_out_of_memory(e):
+                    raise self._out_of_memory() from e
+                raise
 
         return work
+
+    def _guarded(self, result):
+        """Streams (a chat reply, a transcript's segments) run after the call returns: watch them too."""
+        if inspect.isgenerator(result):
+            return self._guard(result)
+        if isinstance(result, tuple):
+            return tuple(self._guarded(item) for item in result)
+        return result
+
+    def _guard(self, stream: Iterator) -> Iterator:
+        try:
+            yield from stream  # closing this closes the engine's stream: Stop still stops it at once
+        except BaseException as e:
+            if is_out_of_memory(e):
+                raise self._out_of_memory() from e
+            raise
+
+    def _out_of_memory(self) -> EngineError:
+        return self._manager.out_of_memory(self._engine, loading=False)

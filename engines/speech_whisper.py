@@ -86,6 +86,7 @@ class WhisperSpeechEngine:
         self.compute_type = "float16" if device == "cuda" else "int8"
         self.cpu_threads = cpu_threads
         self._model = None
+        self.loads = 0  # models opened so far: the memory manager books a load when this moves
         self._lock = threading.Lock()  # two first requests at once must not load the model twice
         self._use(model, display_name)
 
@@ -130,6 +131,7 @@ class WhisperSpeechEngine:
             return self._model
 
     def _open(self, progress: ProgressCallback | None = None):
+        self.loads += 1
         if self.local:
             check_model_folder(self.model)
             path = self.model

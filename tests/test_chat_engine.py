@@ -148,11 +148,11 @@ def test_fit_context_keeps_system_and_last_message_and_starts_on_a_user_turn():
         fit_context(msgs, budget=20, count=words)
 
 
-def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
+def test_switching_models_loads_the_new_one_and_refuses_non_gguf(tmp_path):
     engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", threads=2)
     engine.load()
     engine.switch(embedded.smollm2_gguf(), "SmolLM2 again", n_ctx=1024)
-    assert engine.status().loaded is False and engine.n_ctx == 1024
+    assert engine.status().loaded is True and engine.n_ctx == 1024 and engine._llm.n_ctx() == 1024
     assert engine.status().model == "SmolLM2 again"
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope")
@@ -162,6 +162,29 @@ def test_switching_models_frees_the_old_one_and_refuses_non_gguf(tmp_path):
     reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
     assert "Paris" in reply
     engine.unload()
+
+
+def corrupt_ggufs(folder) -> list:
+    """GGUF files that pass the magic-number check but cannot load: cut in half, and a header then noise."""
+    import os
+
+    data = embedded.smollm2_gguf().read_bytes()
+    (folder / "truncated.gguf").write_bytes(data[: len(data) // 2])
+    (folder / "noise.gguf").write_bytes(b"GGUF" + os.urandom(64 * 1024))
+    return [folder / "truncated.gguf", folder / "noise.gguf"]
+
+
+def test_a_corrupt_gguf_is_a_clear_error_and_the_previous_model_keeps_serving(tmp_path):
+    engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", display_name="SmolLM2", threads=1)
+    try:
+        assert "Paris" in ask(engine, "What is the capital of France? Answer in one sentence.")[0]
+        for corrupt in corrupt_ggufs(tmp_path):
+            with pytest.raises(EngineError, match=f"Could not load {corrupt.name}"):
+                engine.switch(corrupt, n_ctx=1024)
+            assert engine.status().model == "SmolLM2" and engine.n_ctx == 4096
+            assert "Paris" in ask(engine, "What is the capital of France? Answer in one sentence.")[0]
+    finally:
+        engine.unload()
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +213,45 @@ def test_a_model_without_a_chat_template_falls_back_to_chatml_and_says_so(model_
 def test_a_model_with_a_template_has_no_note(engine):
     engine.load()
     assert engine.status().note == ""
+
+
+# Prompts whose greedy reply turned when the prompt ran again right after itself (llama-cpp-python replayed only
+# its last token from the cache), and others that did not: the interleaving below mixes them.
+REPEATED_PROMPTS = ("What is 12 times 7?", "What is machine learning?", "Write a limerick about a dog.", "Tell me a joke.")
+SYSTEM = ChatMessage("system", "You are a helpful assistant. Answer clearly and briefly.")
+
+
+def test_a_fixed_seed_or_greedy_reply_is_the_same_whatever_ran_before():
+    # One thread: llama.cpp's threads wait for each other at every layer, which on a busy machine costs minutes.
+    engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", threads=1)
+    greedy = ChatParams(temperature=0.0, top_p=0.9, top_k=40, repeat_penalty=1.1, max_tokens=64, seed=7)
+    seeded = ChatParams(temperature=0.8, max_tokens=48, seed=7)
+
+    def reply(messages: list[ChatMessage], params: ChatParams = greedy) -> str:
+        return "".join(d.text for d in engine.stream(messages, params))
+
+    def turn(prompt: str) -> list[ChatMessage]:
+        return [SYSTEM, ChatMessage("user", prompt)]
+
+    try:
+        fresh = {}  # each prompt's reply on a freshly loaded model: nothing ran before it
+        for prompt in REPEATED_PROMPTS:
+            engine.unload()
+            fresh[prompt] = reply(turn(prompt))
+        engine.unload()
+        fresh_seeded = reply(turn(REPEATED_PROMPTS[0]), seeded)
+        engine.unload()
+        conversation = turn(REPEATED_PROMPTS[1]) + [ChatMessage("assistant", fresh[REPEATED_PROMPTS[1]]), ChatMessage("user", "Say it more simply.")]
+        fresh_follow_up = reply(conversation)
+
+        # The same prompts again, interleaved: each right after itself, after another, after a long reply, after a
+        # conversation's next turn (whose history the cache holds), and a seeded reply after all of that.
+        schedule = [*REPEATED_PROMPTS, *REPEATED_PROMPTS[::-1], REPEATED_PROMPTS[0], REPEATED_PROMPTS[0]]
+        for i, prompt in enumerate(schedule):
+            assert reply(turn(prompt)) == fresh[prompt], f"request {i}: {prompt!r} gave another reply"
+            if i == 3:
+                assert reply(conversation) == fresh_follow_up
+        assert reply(turn(REPEATED_PROMPTS[0]), seeded) == fresh_seeded
+        assert reply(conversation) == fresh_follow_up
+    finally:
+        engine.unload()

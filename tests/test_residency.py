@@ -4,10 +4,12 @@ real engines that load and unload twenty times without their memory creeping up.
 from __future__ import annotations
 
 import gc
+import threading
 
+import numpy as np
 import pytest
 
-from engines.base import ChatMessage, ChatParams
+from engines.base import ChatMessage, ChatParams, EngineError, ImageParams, TranscribeOptions
 from engines.fake import FakeChatEngine, FakeImageEngine, FakeSpeechEngine
 from engines.residency import ResidencyManager, parse_size, process_rss
 
@@ -197,3 +199,206 @@ def test_real_image_engine_does_not_leak_over_20_reloads(tmp_path):
     engine = load_tiny_demo(tmp_path, "cpu")
     readings = rss_after_cycles(engine, 20, lambda e: e.generate(ImageParams("a cat", width=64, height=64, steps=1, seed=1)))
     assert_flat(readings, 60 * 2**20)
+
+
+# ---------------------------------------------------------------- every load path, loads that block, out of memory
+
+
+class BlockingChat(FakeChatEngine):
+    """A chat model whose load takes as long as the test wants: it waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def load(self, progress=None) -> None:
+        if not self.loaded:
+            self.started.set()
+            assert self.release.wait(60), "the test never let the load finish"
+        super().load(progress)
+
+
+def answers_within(seconds: float, call):
+    """``call()``'s result if it returns within ``seconds``; a call that blocks fails the test instead of hanging it."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"no answer within {seconds} s: the call waited for the load"
+    return result[0]
+
+
+def test_health_and_the_status_strip_answer_while_a_model_loads(tmp_path):
+    import app
+    from fastapi.testclient import TestClient
+    from settings import Settings
+    from ui.status import memory_line
+
+    settings = Settings(data_dir=tmp_path, engines="fake")
+    slow = BlockingChat()
+    engines = app.manage(app.Engines(slow, FakeImageEngine(), FakeSpeechEngine()), settings)
+    client = TestClient(app.create_app(settings, engines))
+    engines.image.load()
+    loading = threading.Thread(target=engines.chat.load, daemon=True)
+    loading.start()
+    assert slow.started.wait(30)
+    try:
+        body = answers_within(10, lambda: client.get("/health").json())
+        assert body["engines"]["chat"]["loaded"] is False and body["engines"]["image"]["loaded"] is True
+        assert "fake-colour" in answers_within(10, lambda: memory_line(engines.managers))
+        # Another engine's work does not wait for the load either.
+        assert answers_within(10, lambda: engines.image.generate(ImageParams("a boat", width=64, height=64, steps=2, seed=1))).params.seed == 1
+    finally:
+        slow.release.set()
+        loading.join(30)
+    assert [r["kind"] for r in client.get("/health").json()["memory"]["cpu"]["residents"]] == ["image", "chat"]
+
+
+class TwoModels(FakeImageEngine):
+    """An image engine that opens a second model when a request names it, as diffusers does, and counts loads."""
+
+    def __init__(self, meter: Meter) -> None:
+        super().__init__()
+        self.meter, self.loads, self.open = meter, 0, set()
+
+    def load(self, progress=None) -> None:
+        self._open(self._models[0])
+        super().load(progress)
+
+    def _open(self, name: str) -> None:
+        if name not in self.open:
+            self.open.add(name)
+            self.loads += 1
+            self.meter.used += 2 * GB
+
+    def prepare(self, params, progress=None) -> None:
+        super().prepare(params, progress)
+        self._open(params.model or self._models[0])
+
+    def unload(self) -> None:
+        self.meter.used -= 2 * GB * len(self.open)
+        self.open.clear()
+        super().unload()
+
+
+def test_switch_prepare_generate_and_live_loads_are_all_booked(setup):
+    manager, clock, meter, chat, image, speech = setup
+    sizes = lambda: {r.kind: r.size for r in manager.status().residents}  # noqa: E731
+    # A switch that loads at once (speech) is measured; the old model went first.
+    speech.load()
+    speech.switch("/models/other-whisper", "other")
+    assert sizes() == {"speech": 3 * GB} and meter.used == 3 * GB
+    # A lazy switch (the fake chat) leaves nothing resident until its next request, which is booked.
+    chat.load()
+    chat.switch("/models/other.gguf", "other")
+    assert "chat" not in sizes()
+    list(chat.stream([ChatMessage("user", "hi")], ChatParams()))
+    assert sizes()["chat"] == 4 * GB
+    # Live captions reload an evicted model through the manager.
+    manager.release(speech.engine)
+    speech.transcribe_samples(np.zeros(16000, np.float32), TranscribeOptions())
+    assert sizes()["speech"] == 3 * GB and meter.used == 7 * GB
+
+
+def test_a_second_model_named_by_an_image_request_is_booked():
+    meter = Meter()
+    manager = ResidencyManager("cpu", budget=100 * GB, measure=lambda: meter.used)
+    image = manager.register(TwoModels(meter))
+    image.prepare(ImageParams("a", model="fake-colour"))
+    assert manager.status().used == 2 * GB
+    image.prepare(ImageParams("a", model="fake-refiner"))  # the engine opens a second model inside the call
+    assert manager.status().used == 4 * GB == meter.used
+    image.generate(ImageParams("a", width=64, height=64, steps=1, seed=1, model="fake-refiner"))
+    assert manager.status().used == 4 * GB, "a generation that loads nothing changes nothing"
+    image.unload()
+    assert manager.status().used == 0 == meter.used
+    image.generate(ImageParams("a", width=64, height=64, steps=1, seed=1, model="fake-refiner"))  # no prepare first
+    assert manager.status().used == 4 * GB == meter.used
+
+
+class OutOfMemoryChat(FakeChatEngine):
+    """Runs out of memory halfway through a load or a reply, once each, after taking some memory."""
+
+    def __init__(self, meter: Meter, error: type[BaseException] = MemoryError) -> None:
+        super().__init__()
+        self.meter, self.error = meter, error
+        self.fail_load = self.fail_reply = True
+
+    def load(self, progress=None) -> None:
+        if not self.loaded:
+            self.meter.used += 4 * GB
+            if self.fail_load:
+                self.fail_load = False
+                raise self.error("could not allocate 4294967296 bytes")
+        super().load(progress)
+
+    def unload(self) -> None:
+        self.meter.used = 0
+        super().unload()
+
+    def stream(self, messages, params):
+        for i, delta in enumerate(super().stream(messages, params)):
+            if i == 2 and self.fail_reply:
+                self.fail_reply = False
+                raise self.error("could not allocate the KV cache")
+            yield delta
+
+
+@pytest.mark.parametrize("error", ["MemoryError", "torch.OutOfMemoryError"])
+def test_out_of_memory_is_a_clear_error_frees_the_memory_and_the_engine_works_after(error):
+    import torch
+
+    meter = Meter()
+    manager = ResidencyManager("cpu", budget=100 * GB, measure=lambda: meter.used)
+    chat = manager.register(OutOfMemoryChat(meter, MemoryError if error == "MemoryError" else torch.OutOfMemoryError))
+    with pytest.raises(EngineError, match="Out of memory while loading fake-echo"):
+        chat.load()
+    assert meter.used == 0 and not manager.status().residents
+    reply = chat.stream([ChatMessage("user", "one two three four")], ChatParams())
+    assert [next(reply).text, next(reply).text] == ["You", " said:"]
+    with pytest.raises(EngineError, match="Out of memory while fake-echo was working"):
+        next(reply)
+    assert meter.used == 0 and not manager.status().residents and not chat.status().loaded
+    assert "".join(d.text for d in chat.stream([ChatMessage("user", "again")], ChatParams())) == "You said: again"
+    assert [r.kind for r in manager.status().residents] == ["chat"]
+
+
+def test_the_real_engines_recover_from_out_of_memory(tmp_path, monkeypatch):
+    """Injected where the real engines allocate: llama.cpp's load, and a diffusers step (torch's own error)."""
+    import torch
+
+    from engines import embedded
+    from engines.chat_llama import LlamaChatEngine
+    from engines.image_diffusers import load_tiny_demo
+
+    manager = ResidencyManager.for_device("cpu")
+    chat = manager.register(LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=512, threads=1))
+    opened = LlamaChatEngine._open
+
+    def out_of_memory(self):
+        opened(self)  # the model is in memory, and then the context's buffers do not fit
+        raise MemoryError("llama.cpp could not allocate the compute buffer")
+
+    monkeypatch.setattr(LlamaChatEngine, "_open", out_of_memory)
+    with pytest.raises(EngineError, match="Out of memory while loading"):
+        chat.load()
+    assert not chat.status().loaded
+    monkeypatch.setattr(LlamaChatEngine, "_open", opened)
+    reply = "".join(d.text for d in chat.stream([ChatMessage("user", "Say hi.")], ChatParams(temperature=0, max_tokens=8)))
+    assert reply.strip()
+    chat.unload()
+
+    image = manager.register(load_tiny_demo(tmp_path, "cpu"))
+    params = ImageParams("a lighthouse", width=64, height=64, steps=2, seed=3)
+    expected = image.generate(params).image.tobytes()
+    run = type(image.engine)._run
+
+    def step_out_of_memory(self, *args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(type(image.engine), "_run", step_out_of_memory)
+    with pytest.raises(EngineError, match="Out of memory at 64×64"):
+        image.generate(params)
+    monkeypatch.setattr(type(image.engine), "_run", run)
+    assert image.generate(params).image.tobytes() == expected, "the engine works as before"
+    image.unload()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 
@@ -36,11 +37,27 @@ def test_srt_parses_and_keeps_every_word_in_order(transcript):
     assert cues[-1].end.total_seconds() <= transcript.info.duration + 0.05
 
 
+def vtt_milliseconds(timestamp: str) -> int:
+    """A WebVTT timestamp ("00:01:02.345" or "01:02.345") in milliseconds: webvtt-py's ``start_in_seconds``
+    drops the fraction, so the cue's own text is read instead."""
+    *hours_minutes, seconds = timestamp.split(":")
+    minutes = sum(int(part) * 60**i for i, part in enumerate(reversed(hours_minutes)))
+    whole, fraction = seconds.split(".")
+    return (minutes * 60 + int(whole)) * 1000 + int(fraction.ljust(3, "0"))
+
+
+def test_vtt_milliseconds_reads_the_fraction():
+    assert vtt_milliseconds("00:00:01.567") == 1567 and vtt_milliseconds("01:02:03.4") == 3723400
+
+
 def test_vtt_parses_with_the_same_cues_as_srt(transcript):
     vtt = list(webvtt.from_buffer(io.StringIO(subtitles.to_vtt(transcript))))
     cues = list(srt.parse(subtitles.to_srt(transcript)))
     assert [c.text for c in vtt] == [c.content for c in cues]
-    assert [round(c.start_in_seconds) for c in vtt] == [round(c.start.total_seconds()) for c in cues]
+    # Both formats write milliseconds: the same cue starts and ends at the same millisecond in each.
+    assert [(vtt_milliseconds(c.start), vtt_milliseconds(c.end)) for c in vtt] == [
+        (c.start // datetime.timedelta(milliseconds=1), c.end // datetime.timedelta(milliseconds=1)) for c in cues
+    ]
 
 
 def test_json_holds_segments_words_model_and_options(transcript):

@@ -186,8 +186,11 @@ class ChatPanel:
             folder = Path(tempfile.mkdtemp(prefix="melange-export-"))
         stem = re.sub(r"[^\w-]+", "-", conversation.title).strip("-")[:40] or "conversation"
         md, js = folder / f"{stem}.md", folder / f"{stem}.json"
-        md.write_text(to_markdown(conversation, messages), encoding="utf-8")
-        js.write_text(json.dumps(to_json(conversation, messages), indent=2, ensure_ascii=False), encoding="utf-8")
+        texts = {md: to_markdown(conversation, messages), js: json.dumps(to_json(conversation, messages), indent=2, ensure_ascii=False)}
+        for path, text in texts.items():
+            partial = path.with_name(f".{path.name}.part")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(path)  # atomic: never half a file
         return [str(md), str(js)]
 
     # ---------------------------------------------------------------- generation
@@ -217,11 +220,12 @@ class ChatPanel:
         params = self._params(sampling, principal)
         self.conversation(conversation_id, principal)
         messages = self.store.messages(conversation_id)
+        replaced = None
         if messages and messages[-1].role == "assistant":
-            self.store.delete_messages_from(conversation_id, messages[-1].id)
+            replaced = messages[-1].id  # kept until the new reply is complete: a Stop, an error or a crash leaves it
         elif not messages or messages[-1].role != "user":  # a question left unanswered is answered now
             raise gr.Error("There is no reply to regenerate yet.", title="Nothing to regenerate")
-        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False, principal=principal)
+        yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False, principal=principal, replace=replaced)
 
     def edit(self, conversation_id: str | None, index: int, new_text: str, *controls, principal: Principal = HOST, progress=gr.Progress()):
         """Replace a user message (shown at ``index``), drop what followed it, and answer again."""
@@ -237,18 +241,24 @@ class ChatPanel:
         self.store.add_message(conversation_id, "user", message)
         yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=False, principal=principal)
 
-    def _reply(self, conversation_id: str, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool, principal: Principal = HOST):
+    def _reply(
+        self, conversation_id: str, sampling: Sampling, params: ChatParams, progress, clear_textbox: bool,
+        principal: Principal = HOST, replace: int | None = None,
+    ):  # fmt: skip
         textbox = "" if clear_textbox else gr.skip()
-        history = self.store.messages(conversation_id)
+        history = [m for m in self.store.messages(conversation_id) if m.id != replace]
         yield self.chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id, principal)
         ensure_loaded(self.engine, progress)
-        for reply in self._generate(conversation_id, history, sampling, params):
+        for reply in self._generate(conversation_id, history, sampling, params, replace):
             stats = reply.stats
             yield self.chatbot([*history, reply]), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
 
-    def _generate(self, conversation_id: str, history: list[StoredMessage], sampling: Sampling, params: ChatParams) -> Iterator[StoredMessage]:
+    def _generate(
+        self, conversation_id: str, history: list[StoredMessage], sampling: Sampling, params: ChatParams, replace: int | None = None
+    ) -> Iterator[StoredMessage]:
         """The reply as it grows, at most ``1 / UPDATE_EVERY_SECONDS`` times a second; the last one carries
-        the stats. The reply is saved as it streams; stopped or failed, the partial reply is kept."""
+        the stats. The reply is saved as it streams; stopped or failed, the partial reply is kept. ``replace``: a
+        stored reply that the new one overwrites only once complete (stopped or failed, the old one stays)."""
         settings = {
             "model": self.engine.status().model,
             "preset": sampling.preset,
@@ -258,7 +268,7 @@ class ChatPanel:
         self.store.update_settings(conversation_id, settings)
         prompt = [ChatMessage("system", sampling.system_prompt.strip())] if sampling.system_prompt.strip() else []
         prompt += [ChatMessage(m.role, m.content) for m in history]
-        reply_id = self.store.add_message(conversation_id, "assistant", "")
+        reply_id = self.store.add_message(conversation_id, "assistant", "") if replace is None else replace
         reply = StoredMessage(reply_id, "assistant", "")
         last_save = last_update = 0.0
         finished = False
@@ -268,7 +278,7 @@ class ChatPanel:
                     stats = asdict(delta.stats) if delta.stats else None
                     reply = StoredMessage(reply_id, "assistant", reply.content + delta.text, stats)
                     now = time.monotonic()
-                    if stats or now - last_save > SAVE_EVERY_SECONDS:
+                    if replace is None and (stats or now - last_save > SAVE_EVERY_SECONDS):
                         self.store.update_message(reply_id, reply.content, reply.stats)
                         last_save = now
                     if not stats and now - last_update < UPDATE_EVERY_SECONDS:
@@ -278,7 +288,7 @@ class ChatPanel:
             self.store.update_message(reply_id, reply.content, reply.stats)
             finished = True
         finally:
-            if not finished:
+            if not finished and replace is None:
                 # Stopped, the tab closed, or the engine failed: keep the partial reply.
                 if reply.content:
                     self.store.update_message(reply_id, reply.content, {"finish_reason": "cancelled"})
@@ -345,7 +355,7 @@ class ChatPanel:
         name = next((n for n, p in self.model_choices() if p == path), Path(path).name)
         with user_errors():
             self.engine.switch(path, name, int(n_ctx))
-        gr.Info(f"Switched to {name}; it loads with your next message.")
+        gr.Info(f"Switched to {name}.")
         return model_line(self.engine)
 
     def download(self, repo_id: str, filename: str, principal: Principal = HOST, progress=gr.Progress(track_tqdm=True)):

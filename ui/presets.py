@@ -127,5 +127,7 @@ def save_preset(folder: Path, preset: _Preset) -> Path:
     if path.exists():
         raise PresetError(f"A preset file {path.name} exists already; choose another name.")
     data = {k: v for k, v in preset.model_dump().items() if v is not None}
-    path.write_text(tomlkit.dumps(data), encoding="utf-8")
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_text(tomlkit.dumps(data), encoding="utf-8")
+    partial.replace(path)  # atomic: a crash mid-write never leaves a broken preset that stops the next start-up
     return path

@@ -110,7 +110,9 @@ def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | Non
     paths = []
     for fmt in subtitles.FORMATS:
         path = folder / f"{stem}.{fmt}"
-        path.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
+        partial = folder / f".{stem}.{fmt}.part"
+        partial.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
+        partial.replace(path)  # atomic: never half a file
         paths.append(str(path))
     return paths
 
