@@ -6,6 +6,7 @@ The handlers live on ``TranscribePanel`` so they can be tested without a browser
 
 from __future__ import annotations
 
+import contextlib
 import html
 import tempfile
 import threading
@@ -17,17 +18,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from engines import speech_models, subtitles
+from engines import embedded, speech_models, subtitles
 from engines.base import SpeechEngine, TranscribeOptions, Transcript
 from engines.live_captions import Captions, LiveCaptioner
 from engines.speakers import SpeakerLabeler
+from ui import live_mic
 from ui.common import ensure_loaded, model_line, progress_callback, user_errors
 from ui.presets import TranscribePreset
 
 AUTO_LANGUAGE = "Auto-detect"
 LANGUAGES = [AUTO_LANGUAGE, "en", "de", "fr", "es", "it", "nl", "pt", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh"]
-STREAM_EVERY = 0.3  # seconds of microphone audio per chunk sent to the server
-LIVE_TIME_LIMIT = 3 * 3600
+LIVE_TIME_LIMIT = 3 * 3600  # seconds of one live recording
+LIVE_IDLE_SECONDS = 120  # a recording no chunk reached for this long was abandoned (its page is gone)
 
 
 def clock(seconds: float) -> str:
@@ -145,10 +147,11 @@ class TranscribePanel:
         self.models_dir = models_dir
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "melange-models"
         self.recordings = recordings_dir or Path(tempfile.gettempdir()) / "melange-recordings"
-        # One recording per browser session, kept here rather than in a gr.State: two microphone chunks handled
-        # at once would each see an empty State and start a recording of their own, and a chunk arriving after
-        # Stop would start one nobody ever finishes (an open file and a thread, left behind).
-        self._live: dict[str, LiveCaptioner | None] = {}  # None: stopped; late chunks are dropped
+        # Recordings are kept here rather than in a gr.State: the page's chunk calls are not Gradio events
+        # (ui/live_mic.py says why), and a chunk arriving after Stop must not start one nobody finishes.
+        self._live: dict[str, LiveCaptioner | None] = {}  # by recording id; None: stopped, late chunks dropped
+        self._owners: dict[str, str] = {}  # recording id -> the page (session) that records it
+        self._tail: SpeechEngine | None = None  # the embedded tiny.en, for the live tail of a slower model
         self._live_lock = threading.Lock()
 
     # ---------------------------------------------------------------- files
@@ -197,44 +200,96 @@ class TranscribePanel:
 
     # ---------------------------------------------------------------- live
 
-    def live_start(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
-        """Record pressed (``key``: the browser session): a new recording starts with the next chunk."""
+    def live_begin(self, key: str) -> None:
+        """Record pressed (``key``: the recording's id, made by the page): its file is opened now, before
+        the first chunk, so no chunk can start a second one. Recordings nobody fed for a while are finished."""
+        now = time.monotonic()
         with self._live_lock:
-            old = self._live.pop(key, None)
-        if old is not None:
-            old.finish()  # a recording left running by a page that never sent Stop
-        ensure_loaded(self.engine, progress)
-        return captions_html(None)
+            idle = [k for k, s in self._live.items() if s is not None and now - s.last_fed > LIVE_IDLE_SECONDS]
+            stale = [self._live.pop(k) for k in idle]
+            if key not in self._live:
+                self.recordings.mkdir(parents=True, exist_ok=True)
+                name = f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
+                self._live[key] = LiveCaptioner(
+                    self.engine, self.recordings / name, FileOptions().engine_options(), background=True,
+                    max_seconds=LIVE_TIME_LIMIT,
+                )  # fmt: skip
+        for session in stale:
+            with contextlib.suppress(Exception):
+                session.finish()
 
-    def _session(self, key: str, options: FileOptions) -> LiveCaptioner | None:
-        with self._live_lock:
-            if key in self._live:
-                return self._live[key]  # the running recording, or None after Stop
-            self.recordings.mkdir(parents=True, exist_ok=True)
-            path = self.recordings / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
-            session = self._live[key] = LiveCaptioner(
-                self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
+    def live_start(self, key: str, options: FileOptions, owner: str = "", error: str = "", progress: gr.Progress = gr.Progress()):
+        """The Record event: the panel's options for the recording ``key``, the page that owns it (``owner``,
+        whose closing finishes it), and the model loaded with progress. ``error``: the browser's refusal."""
+        if error:
+            raise gr.Error(
+                "The browser did not allow the microphone: allow it for this page (the icon left of the "
+                "address) and press Record again.",
+                title="No microphone",
             )
-            return session
+        if key not in self._live:
+            self.live_begin(key)
+        session = self._live.get(key)
+        if session is not None:
+            engine_options = replace(options.engine_options(), task="transcribe")
+            session.options = engine_options
+            session.tail_engine = self._tail_engine(engine_options)
+            self._owners[key] = owner or key
+        ensure_loaded(self.engine, progress)
+        return "Recording: captions appear as you speak; Stop transcribes all of it again."
 
-    def live_chunk(self, key: str, chunk, options: FileOptions) -> str:
-        """Stream handler: one microphone chunk in, the captions so far out."""
+    def _tail_engine(self, options: TranscribeOptions) -> SpeechEngine | None:
+        """The embedded tiny.en for the tentative tail, when the panel's model is another and English is
+        spoken: the captioner hands it the tail only while the panel's model is too slow to keep up."""
+        name = str(getattr(self.engine, "display_name", ""))
+        english = options.language == "en" or ".en" in name
+        if not english or name == embedded.WHISPER_TINY_EN_NAME or not hasattr(self.engine, "transcribe_window"):
+            return None
+        with self._live_lock:
+            if self._tail is None and embedded.whisper_tiny_en() is not None:
+                from engines.speech_whisper import WhisperSpeechEngine
+
+                self._tail = WhisperSpeechEngine(
+                    embedded.whisper_tiny_en(), getattr(self.engine, "device", "cpu"),
+                    display_name=embedded.WHISPER_TINY_EN_NAME, cpu_threads=getattr(self.engine, "cpu_threads", 0),
+                )  # fmt: skip
+            return self._tail
+
+    def live_chunk(self, key: str, chunk, options: FileOptions | None = None, seq: int | None = None) -> dict:
+        """One chunk of the recording ``key`` (``seq``: its number; the captioner puts chunks back in order and
+        drops copies); answers the captions so far, as the page shows them."""
+        session = self._live.get(key)
+        if session is None or session.closed:
+            return {"stop": True}  # after Stop, or an unknown recording: the final transcript owns the page
         if chunk is None:
-            session = self._live.get(key)
-            return captions_html(session.captions() if session else None, error=session.error if session else "")
+            return self._answer(session, session.captions())
         rate, data = chunk
         with user_errors():
-            session = self._session(key, options)
-            if session is None or session.closed:
-                return gr.skip()  # after Stop: the final transcript owns the page now
-            captions = session.feed(rate, data)
-        return captions_html(captions, error=session.error)
+            captions = session.feed(rate, data, seq)
+        return self._answer(session, captions)
+
+    def live_wait(self, key: str, version: int, timeout: float = 10.0) -> dict:
+        """The page's long poll: answers as soon as the captions differ from ``version``."""
+        session = self._live.get(key)
+        if session is None or session.closed:
+            return {"stop": True}
+        return self._answer(session, session.wait(version, timeout))
+
+    @staticmethod
+    def _answer(session: LiveCaptioner, captions: Captions) -> dict:
+        answer = {"version": captions.version, "html": captions_html(captions, error=session.error)}
+        if session.received >= session.max_seconds:
+            answer["stop"] = True
+        if session.gaps:
+            answer["note"] = f"{session.gaps} piece(s) of audio never arrived."
+        return answer
 
     def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
         """Re-transcribe the whole recording in one pass, with word timestamps; it replaces the live text."""
         with self._live_lock:
             session = self._live.get(key)
             self._live[key] = None  # chunks still on their way are dropped
+            self._owners.pop(key, None)
         if session is None:
             raise gr.Error(
                 "Nothing was recorded. If the browser asked for the microphone, allow it (the icon left of "
@@ -249,12 +304,16 @@ class TranscribePanel:
             text = last[0]
             yield (captions_html(session.captions()) if last[3] is None else captions_html(None, text), *last, str(path))
 
-    def live_forget(self, key: str) -> None:
-        """The page closed: finish its recording, if one is running, so nothing is left open."""
+    def live_forget(self, owner: str) -> None:
+        """The page ``owner`` closed: finish its recordings that are still running, so nothing is left open."""
         with self._live_lock:
-            session = self._live.pop(key, None)
-        if session is not None:
-            session.finish()
+            keys = [k for k, o in self._owners.items() if o == owner] + ([owner] if owner in self._live else [])
+            sessions = [self._live.pop(k, None) for k in keys]
+            for k in keys:
+                self._owners.pop(k, None)
+        for session in sessions:
+            if session is not None:
+                session.finish()
 
 
 def build(
@@ -281,9 +340,7 @@ def build(
                     run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-run")
                     stop = gr.Button("Stop", elem_id="transcribe-stop")
             with gr.Tab("Live microphone", id="transcribe-live"):
-                live_audio = gr.Audio(
-                    sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-audio"
-                )
+                live_html = live_mic.recorder(panel, captions_html(None))
                 gr.Markdown(
                     "Captions appear while you speak (grey words may still change). When you stop, the whole "
                     "recording is transcribed again in one pass and replaces them. If nothing happens, allow "
@@ -316,7 +373,6 @@ def build(
                 download = gr.Button("Download and use")
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="transcribe-info")
-            live_html = gr.HTML(captions_html(None), elem_id="live-captions")
             text = gr.Textbox(label="Transcript", lines=8, elem_id="transcript", buttons=["copy"])
             timed = gr.Textbox(label="With timestamps", lines=8, elem_id="transcript-timed")
             speaker_table = gr.Dataframe(
@@ -340,27 +396,16 @@ def build(
     rename.click(panel.rename, [transcript_state, speaker_table], [timed, files])
 
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
-    def start_handler(request: gr.Request, *values, progress=gr.Progress()):
-        return panel.live_start(request.session_hash, FileOptions(*values), progress)
+    # The recorder's events carry the recording's id in their data (ui/live_mic.py).
+    def start_handler(request: gr.Request, event: gr.EventData, *values, progress=gr.Progress()):
+        data = live_mic.event_data(event)
+        return panel.live_start(data.get("id", ""), FileOptions(*values), request.session_hash, data.get("error", ""), progress)
 
-    def chunk_handler(request: gr.Request, chunk, *values):
-        return panel.live_chunk(request.session_hash, chunk, FileOptions(*values))
+    def stop_handler(request: gr.Request, event: gr.EventData, *values, progress=gr.Progress()):
+        yield from panel.live_stop(live_mic.event_data(event).get("id", ""), FileOptions(*values), progress)
 
-    def stop_handler(request: gr.Request, *values, progress=gr.Progress()):
-        yield from panel.live_stop(request.session_hash, FileOptions(*values), progress)
-
-    live_audio.start_recording(start_handler, option_inputs, live_html)
-    live_audio.stream(
-        chunk_handler,
-        [live_audio, *option_inputs],
-        live_html,
-        stream_every=STREAM_EVERY,
-        time_limit=LIVE_TIME_LIMIT,
-        concurrency_id="live",
-        concurrency_limit=4,
-        show_progress="hidden",
-    )
-    live_audio.stop_recording(
+    live_html.start_recording(start_handler, option_inputs, info, show_progress="minimal")
+    live_html.stop_recording(
         stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech"
     ).then(lambda: model_line(engine), None, model_info)
     if blocks is not None:
