@@ -15,7 +15,9 @@ when the person stops) and appended to a buffer that holds only the audio whose 
   by a decode that ends at a pause (Silero VAD) or, in speech without pauses, with word timestamps to
   know where to cut.
 * A buffer with no speech is never decoded, so silence gives no hallucinated "Thank you.".
-* When the panel's model is slow, a smaller one (``tail_engine``) decodes the tentative tail.
+* When the panel's model is slow, a smaller one (``tail_engine``) decodes the tentative tail; when even
+  that falls more than ``BEHIND_SECONDS`` behind (a machine busy with something else), the live text skips
+  to the newest audio ("…") instead of queueing: the recording and the final transcript keep everything.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ PAUSE_SECONDS = 0.4  # silence after speech that ends a phrase: everything befor
 KEEP_SILENCE_SECONDS = 0.5  # of a buffer with no speech, the end is kept in case speech is starting
 MAX_BUFFER_SECONDS = 6.0  # speech without a pause: past this, the final words are cut off with timestamps
 TAIL_CONTEXT_SECONDS = 1.0  # ...keeping at least this much audio after the cut
-HARD_MAX_BUFFER_SECONDS = 15.0  # no agreement at all for this long: make the oldest words final anyway
+HARD_MAX_BUFFER_SECONDS = 12.0  # no agreement at all for this long: make the oldest words final anyway
+BEHIND_SECONDS = 15.0  # more audio than this waiting: decoding cannot keep up; skip to the newest audio
+CATCH_UP_SECONDS = 3.0  # ...keeping this much of it
 PROMPT_CHARS = 200  # final text handed to Whisper as context
 SLOW_DECODE_SECONDS = 0.6  # a tentative decode slower than this hands the tail to ``tail_engine``
 MAX_HELD_CHUNKS = 200  # chunks waiting for a missing one; past this the missing one is given up
@@ -143,6 +147,7 @@ class LiveCaptioner:
         self._next_seq = 0
         self._held: dict[int, tuple[int, np.ndarray]] = {}
         self.gaps = 0  # chunks that never came
+        self.skipped = 0.0  # seconds of audio left out of the live text because decoding fell behind
         self.buffer = np.zeros(0, np.float32)
         self.buffer_start = 0.0  # seconds since the recording began
         self.received = 0.0
@@ -253,7 +258,7 @@ class LiveCaptioner:
             self.buffer_start += drop / SAMPLE_RATE
 
     def _prompted(self) -> TranscribeOptions:
-        prompt = " ".join(self.committed)[-PROMPT_CHARS:]
+        prompt = " ".join(w for w in self.committed if w != "…")[-PROMPT_CHARS:]
         return replace(self.options, initial_prompt=prompt or self.options.initial_prompt, batched=False, vad_filter=False)
 
     def _transcribe(self, audio: np.ndarray, fast: bool, timed: bool = False):
@@ -278,6 +283,13 @@ class LiveCaptioner:
             buffer, start = self.buffer, self.buffer_start
         seconds = len(buffer) / SAMPLE_RATE
         if seconds < 0.3:
+            return
+        if seconds > BEHIND_SECONDS:  # the machine is too slow for live captions just now: skip, do not queue
+            self.committed += self.pinned + ["…"]
+            self.pinned, self.previous, self.tentative = [], [], []
+            self.skipped += seconds - CATCH_UP_SECONDS
+            self._cut(start + seconds - CATCH_UP_SECONDS)
+            self._publish()
             return
         speech = self._speech(buffer)
         if not speech:  # silence: never transcribed; keep a little in case speech is starting

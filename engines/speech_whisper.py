@@ -275,8 +275,8 @@ class WhisperSpeechEngine:
 
         ``prefix``: words already shown as final; the decoder is made to start with them and continues
         after, so only the unconfirmed tail is decoded (they come back at the start of the text).
-        ``fast``: greedy, one temperature, no word timestamps, for the tentative tail; else the beam size,
-        temperature fallback and word timestamps of ``options``, to confirm words.
+        ``fast``: greedy and no word timestamps, for the tentative tail; else the beam size and word
+        timestamps of ``options``, to confirm words.
         """
         samples = np.asarray(samples, dtype=np.float32)
         model = self._loaded()
@@ -291,7 +291,9 @@ class WhisperSpeechEngine:
                 language=language,
                 task=options.task,
                 beam_size=1 if fast else options.beam_size,
-                temperature=0.0 if fast else (0.0, 0.4, 0.8),
+                # No temperature fallback: a window that loops would be decoded again up to twice at full
+                # length (measured: one 6 s window took 22 s on a busy machine); loops are cut by the caller.
+                temperature=0.0,
                 word_timestamps=not fast and options.word_timestamps,
                 without_timestamps=True,
                 condition_on_previous_text=False,

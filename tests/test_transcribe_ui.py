@@ -155,7 +155,7 @@ def test_a_failed_live_decode_is_shown_under_the_captions(panel):
     class Session:  # a recording whose background decode failed after two words
         error = "the model ran out of memory"
         closed = False
-        received, max_seconds, gaps = 1.0, 3600.0, 0
+        received, max_seconds, gaps, skipped = 1.0, 3600.0, 0, 0.0
 
         def captions(self):
             return Captions("Hello there", "", 1.0)

@@ -107,6 +107,8 @@ async function send(cur) {
   }
   try {
     const answer = await server.live_chunk({id: cur.id, seq: cur.seq, rate: cur.rate, pcm: base64(pcm)});
+    // What was sent, for a page that wants to check it (the browser tests compare it with the saved file).
+    element.dispatchEvent(new CustomEvent('live-audio-sent', {detail: {id: cur.id, seq: cur.seq, rate: cur.rate, pcm}}));
     cur.seq += 1; cur.sent += n; cur.failures = 0;
     const clock = q('.mic-clock'); if (clock && live === cur) clock.textContent = (cur.sent / cur.rate).toFixed(1) + ' s';
     const level = q('.mic-level span'); if (level && live === cur) level.style.width = Math.min(100, 400 * Math.sqrt(energy / Math.max(1, n))) + '%';

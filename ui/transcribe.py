@@ -282,6 +282,8 @@ class TranscribePanel:
             answer["stop"] = True
         if session.gaps:
             answer["note"] = f"{session.gaps} piece(s) of audio never arrived."
+        elif session.skipped:
+            answer["note"] = "The machine is busy: live captions skipped ahead (…); Stop transcribes all of it."
         return answer
 
     def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
