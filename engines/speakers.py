@@ -214,3 +214,67 @@ def assign(segments: list[Segment], centres: np.ndarray, clusters: np.ndarray) -
         for turn in turns:  # one segment per turn, timed by its words
             out.append(Segment(turn[0].start, turn[-1].end, " ".join(w.text for w in turn), tuple(turn), turn[0].speaker))
     return out
+
+
+# ---------------------------------------------------------------- one speaker per channel
+
+CROSSTALK_DB = 6.0  # a word this much louder on another channel was said there and leaked into this one
+SAME_AUDIO_CORRELATION = 0.98
+
+
+def _rms(path: Path, start: float, end: float) -> float:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        first = max(0, int(start * rate))
+        w.setpos(min(first, w.getnframes()))
+        samples = np.frombuffer(w.readframes(max(1, int((end - start) * rate))), np.int16).astype(np.float32)
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+
+
+def channels_alike(paths: list[Path], seconds: float = 60.0) -> bool:
+    """Whether the channels carry the same sound (a mono recording saved as stereo)."""
+    import wave
+
+    heads = []
+    for path in paths:
+        with wave.open(str(path), "rb") as w:
+            heads.append(np.frombuffer(w.readframes(int(seconds * w.getframerate())), np.int16).astype(np.float32))
+    n = min(len(h) for h in heads)
+    if n == 0:
+        return False
+    heads = [h[:n] - h[:n].mean() for h in heads]
+    norms = [np.linalg.norm(h) for h in heads]
+    if min(norms) == 0:
+        return False
+    return all(float(heads[0] @ h) / (norms[0] * norm) >= SAME_AUDIO_CORRELATION for h, norm in zip(heads[1:], norms[1:]))
+
+
+def merge_channels(channels: list[tuple[Path, list[Segment]]]) -> list[Segment]:
+    """Transcripts of each channel (its mono file, its segments with words) as one, ordered by time:
+    channel 1 is "Speaker 1", channel 2 "Speaker 2"... A word that is louder by CROSSTALK_DB on another
+    channel is that channel's speaker heard through this one's microphone, and is left out here."""
+    paths = [p for p, _ in channels]
+    out: list[Segment] = []
+    for index, (path, segments) in enumerate(channels):
+        name = f"Speaker {index + 1}"
+        others = [p for p in paths if p != path]
+        for s in segments:
+            words = [
+                replace(w, speaker=name)
+                for w in s.words
+                if not _leaked(path, others, w.start, w.end)
+            ]
+            if s.words and not words:
+                continue
+            text = s.text if len(words) == len(s.words) else " ".join(w.text for w in words)
+            start, end = (words[0].start, words[-1].end) if words else (s.start, s.end)
+            out.append(Segment(start, end, text, tuple(words), name))
+    return sorted(out, key=lambda s: (s.start, s.end))
+
+
+def _leaked(path: Path, others: list[Path], start: float, end: float) -> bool:
+    own = _rms(path, start, end)
+    loudest = max((_rms(p, start, end) for p in others), default=0.0)
+    return loudest > 0 and 20 * np.log10(max(loudest, 1e-9) / max(own, 1e-9)) >= CROSSTALK_DB

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from engines import embedded, speech_models, subtitles
+from engines import audio_stream, embedded, speech_models, subtitles
+from engines import speakers as speakers_module
 from engines.base import SpeechEngine, TranscribeOptions, Transcript
 from engines.live_captions import Captions, LiveCaptioner
 from engines.speakers import SpeakerLabeler
@@ -54,6 +55,7 @@ class FileOptions:
     batched: bool = False
     speakers: bool = False
     num_speakers: float = 0  # 0: estimate
+    channels: bool = False  # each channel of a two-channel recording is one speaker (calls, podcasts)
 
     def engine_options(self) -> TranscribeOptions:
         return TranscribeOptions(
@@ -61,7 +63,7 @@ class FileOptions:
             task=self.task or "transcribe",
             beam_size=int(self.beam_size),
             vad_filter=bool(self.vad_filter),
-            word_timestamps=bool(self.word_timestamps or self.speakers),  # speakers are assigned per word
+            word_timestamps=bool(self.word_timestamps or self.speakers or self.channels),  # speakers go per word
             initial_prompt=self.initial_prompt or "",
             hotwords=self.hotwords or "",
             batched=bool(self.batched),
@@ -167,6 +169,9 @@ class TranscribePanel:
             raise gr.Error("The number of speakers must be between 1 and 8, or 0 to estimate it.", title="Check your input")
         ensure_loaded(self.engine, progress)
         started = time.perf_counter()
+        if options.channels:
+            yield from self._transcribe_channels(audio_path, engine_options, started, progress)
+            return
         with user_errors():
             info, segments = self.engine.transcribe(audio_path, engine_options)
             transcript = Transcript(info, [], engine_options)
@@ -190,6 +195,47 @@ class TranscribePanel:
         files = write_exports(transcript, Path(audio_path).stem)
         rows = speaker_rows(transcript)
         yield transcript.text, timed_lines(transcript), f"{header} · done in {elapsed:.1f} s{rtf}", transcript, files, rows
+
+    def _transcribe_channels(self, audio_path: str, engine_options: TranscribeOptions, started: float, progress):
+        """A two-channel recording with one speaker per channel: each channel transcribed on its own, the two
+        merged by time (words leaking from the other speaker's microphone left out: engines.speakers)."""
+        name = Path(audio_path).name
+        with user_errors(), tempfile.TemporaryDirectory(prefix="melange-channels-") as folder:
+            audio_stream.probe_audio(audio_path)
+            count = audio_stream.channel_count(audio_path)
+            if count != 2:
+                raise gr.Error(
+                    f"'One speaker per channel' takes a two-channel recording (a call, a podcast); {name} has "
+                    f"{count} channel{'s' if count != 1 else ''}. Turn it off, or use 'Label speakers'.",
+                    title="Check your input",
+                )  # fmt: skip
+            progress(None, desc="Splitting the channels…")
+            paths = audio_stream.split_channels(audio_path, folder)
+            if speakers_module.channels_alike(paths):
+                raise gr.Error(
+                    f"Both channels of {name} hold the same sound, so they are not one speaker each. Turn off "
+                    "'One speaker per channel', or use 'Label speakers'.",
+                    title="Check your input",
+                )  # fmt: skip
+            heard: list[tuple[Path, list]] = []
+            for index, path in enumerate(paths):
+                info, segments = self.engine.transcribe(str(path), engine_options)
+                header = f"{info_line(Transcript(info, [], engine_options))} · one speaker per channel"
+                got: list = []
+                heard.append((path, got))
+                for segment in segments:
+                    got.append(segment)
+                    done = (index + min(segment.end / info.duration, 1.0)) / len(paths) if info.duration > 0 else None
+                    progress(done, desc=f"Channel {index + 1} of {len(paths)}: {clock(segment.end)}")
+                    so_far = Transcript(info, speakers_module.merge_channels([(p, list(g)) for p, g in heard]), engine_options)
+                    yield so_far.text, timed_lines(so_far), header, None, None, []
+            transcript = Transcript(info, speakers_module.merge_channels(heard), engine_options)
+        elapsed = time.perf_counter() - started
+        rtf = f" · real-time factor {elapsed / info.duration:.3f}" if info.duration > 0 else ""
+        if not transcript.segments:
+            header += " · no speech found"
+        files = write_exports(transcript, Path(audio_path).stem)
+        yield transcript.text, timed_lines(transcript), f"{header} · done in {elapsed:.1f} s{rtf}", transcript, files, speaker_rows(transcript)
 
     def rename(self, transcript: Transcript | None, rows) -> tuple[str, list[str] | None]:
         """Apply the names typed in the speakers table to the transcript view and every export."""
@@ -368,6 +414,10 @@ def build(
                     label_speakers = gr.Checkbox(value=getattr(preset, "speakers", False), label="Label speakers", elem_id="transcribe-speakers")
                     num_speakers = gr.Number(value=getattr(preset, "num_speakers", 0), minimum=0, maximum=8, precision=0,
                                              label="Number of speakers (0: estimate)")  # fmt: skip
+                channels = gr.Checkbox(
+                    value=False, label="One speaker per channel (two-channel calls and podcasts)", elem_id="transcribe-channels",
+                    info="Each channel is transcribed on its own and the two are merged by time.",
+                )  # fmt: skip
             with gr.Accordion("Model", open=False):
                 model_choice = gr.Dropdown(panel_model_choices(models_dir), label="Model", elem_id="transcribe-model-choice")
                 use_model = gr.Button("Use this model")
@@ -386,7 +436,7 @@ def build(
             recording = gr.File(label="Recording", visible=True, elem_id="live-recording")
     transcript_state = gr.State(None)
     option_inputs = [language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
-                     label_speakers, num_speakers]  # fmt: skip
+                     label_speakers, num_speakers, channels]  # fmt: skip
 
     def file_handler(audio_path, *values, progress=gr.Progress()):
         yield from panel.transcribe(audio_path, FileOptions(*values), progress)
