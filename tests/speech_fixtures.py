@@ -147,7 +147,13 @@ def conversation_wav(
 
 
 def monologue_wav(directory: str | Path, voice: str, min_seconds: float, name: str = "monologue.wav", gap: float = 0.3):
-    """At least ``min_seconds`` of distinct sentences read by one voice, with short pauses; and the words."""
+    """At least ``min_seconds`` of distinct sentences read by one voice, with short pauses; and the words.
+    (``monologue_turns`` gives the same as timed sentences.)"""
+    path, turns = monologue_turns(directory, voice, min_seconds, name, gap)
+    return path, " ".join(t.text for t in turns)
+
+
+def monologue_turns(directory: str | Path, voice: str, min_seconds: float, name: str = "monologue.wav", gap: float = 0.3):
     directory = Path(directory)
     count, total = 0, 0.0
     pieces, texts = [], []
@@ -159,10 +165,10 @@ def monologue_wav(directory: str | Path, voice: str, min_seconds: float, name: s
         samples = read_wav(part)
         part.unlink()
         pieces += [samples, silence]
-        texts.append(SENTENCES[count])
+        texts.append(Turn(voice, total, total + len(samples) / SAMPLE_RATE, SENTENCES[count]))
         total += (len(samples) + len(silence)) / SAMPLE_RATE
         count += 1
-    return write_wav(directory / name, np.concatenate(pieces)), " ".join(texts)
+    return write_wav(directory / name, np.concatenate(pieces)), texts
 
 
 def real_speech_clips() -> dict[str, tuple[str, np.ndarray, str]]:
@@ -269,12 +275,18 @@ def der(reference: list[Turn], hypothesis: list[tuple[str, float, float]], colla
     return float((missed + false_alarm + confusion) / total)
 
 
-def speaker_turns(segments) -> list[tuple[str, float, float]]:
-    """(speaker, start, end) per labelled word, or per segment when there are no words."""
-    turns = []
+def speaker_turns(segments, bridge: float = 1.0) -> list[tuple[str, float, float]]:
+    """(speaker, start, end) turns from labelled words (or segments without words): one speaker's words
+    less than ``bridge`` seconds apart are one turn, as a diarization system reports them (Whisper's word
+    times leave small gaps that are not the labeller's doing)."""
+    turns: list[tuple[str, float, float]] = []
     for s in segments:
         for w in s.words or [s]:
-            turns.append((w.speaker or s.speaker or "?", w.start, w.end))
+            who = w.speaker or s.speaker or "?"
+            if turns and turns[-1][0] == who and w.start - turns[-1][2] < bridge:
+                turns[-1] = (who, turns[-1][1], max(turns[-1][2], w.end))
+            else:
+                turns.append((who, w.start, w.end))
     return turns
 
 
