@@ -26,10 +26,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Debian packages the tests use: a browser for the UI tests, ffmpeg and speech synthesis for audio fixtures.
+# Debian packages the tests use: a browser for the UI tests, ffmpeg and speech synthesis for audio fixtures
+# (espeak-ng, flite and festival with one diphone voice: distinct voices for the speaker tests; alsa-utils
+# ships a real person's voice reading channel names).
 system-deps:
 	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium ffmpeg espeak-ng sox
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium ffmpeg espeak-ng sox \
+		flite festival festvox-kdlpc16k alsa-utils
 
 # Rebuild llama-cpp-python against CUDA and add cuBLAS 12 for CTranslate2 (torch: pass a CUDA TORCH to make run).
 cuda: $(STAMP)

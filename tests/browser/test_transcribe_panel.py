@@ -157,7 +157,7 @@ def test_a_minute_of_speech_is_saved_exactly_as_the_microphone_sent_it(real_app,
         f"parseFloat(document.querySelector('#live-captions .mic-clock').textContent) >= {played}", timeout=180_000
     )
     page.locator("#live-captions button", has_text="Stop").click()
-    expect(page.locator("#transcribe-info")).to_contain_text("done in", timeout=180_000)
+    expect(page.locator("#transcribe-info")).to_contain_text("done in", timeout=600_000)  # a busy machine is slow
     href = page.locator("#live-recording a[href]").first.get_attribute("href")
     saved = tmp_path / "saved.wav"
     saved.write_bytes(page.request.get(href).body())
