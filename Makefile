@@ -10,17 +10,22 @@ LOCK_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
-# Debian packages, each named as the command it provides: a compiler and CMake for llama-cpp-python's build, and for the
-# tests a browser for the UI tests, ffmpeg and speech synthesis for the audio fixtures.
-BUILD_PACKAGES := gcc g++ cmake
-TEST_PACKAGES := chromium ffmpeg espeak-ng sox
+# Debian packages, each as package=probe (a command it provides, or a file it installs): a compiler and CMake for
+# llama-cpp-python's build, and for the tests a browser for the UI tests, ffmpeg and speech synthesis for the audio
+# fixtures (espeak-ng, flite and festival with one diphone voice: distinct voices for the speaker tests; alsa-utils
+# ships a real person's voice reading channel names).
+BUILD_PACKAGES := gcc=gcc g++=g++ cmake=cmake
+TEST_PACKAGES := chromium=chromium ffmpeg=ffmpeg espeak-ng=espeak-ng sox=sox flite=flite festival=text2wave \
+	festvox-kdlpc16k=/usr/share/festival/voices/english/ked_diphone alsa-utils=/usr/share/sounds/alsa/Front_Center.wav
 
 .PHONY: run test test-packages install lock system-deps cuda bench bench-chat bench-image bench-speech clean-venv
 
 # Missing Debian packages are installed when we are root with apt-get (as in CI), otherwise we stop at once and
 # say the one command to run: a missing package found later is a compile error or a dozen failing tests.
 define need_packages
-	@missing=""; for p in $(1); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for pair in $(1); do package=$${pair%%=*}; probe=$${pair#*=}; \
+	  case $$probe in /*) [ -e $$probe ];; *) command -v $$probe >/dev/null 2>&1;; esac || missing="$$missing $$package"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing the Debian packages:$$missing"; \
@@ -65,7 +70,8 @@ lock:
 
 system-deps:
 	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BUILD_PACKAGES) $(TEST_PACKAGES)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	  $(foreach pair,$(BUILD_PACKAGES) $(TEST_PACKAGES),$(firstword $(subst =, ,$(pair))))
 
 # Rebuild llama-cpp-python against CUDA and add cuBLAS 12 for CTranslate2 (torch: pass a CUDA TORCH to make run).
 cuda: $(STAMP)

@@ -1,7 +1,11 @@
 """Speech benchmark: the same project-made file (>= 60 s) through raw faster-whisper and through the
-running app's API, plus live-caption latency in headless Chromium with a fake microphone. Prints JSON.
+running app's API, plus live-caption latency in headless Chromium with a fake microphone, and speaker
+labels (DER with and without the count) on 2, 3 and 4 voices and on real people. Prints JSON.
 
-    .venv/bin/python bench/speech.py [--runs 3] [--threads 2] [--no-live]
+    .venv/bin/python bench/speech.py [--runs 3] [--threads 2] [--no-live] [--no-speakers] [--stress]
+
+``--stress`` runs ``stress-ng --cpu 2`` beside the live-caption part (a second CPU-heavy process).
+WER is after Whisper's English normalisation (tests/speech_fixtures.normalise).
 
 Real-time factor (RTF) = processing seconds / audio seconds (lower is faster). ``ratio`` is raw RTF /
 app RTF: 1.0 means the app is as fast as faster-whisper alone (target >= 0.95).
@@ -13,6 +17,7 @@ figures are an upper bound (the microphone opens a little after the click).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 import statistics
@@ -25,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engines import embedded  # noqa: E402
-from tests import fixtures  # noqa: E402
+from tests import fixtures, speech_fixtures  # noqa: E402
 
 BEAM_SIZE = 5
 
@@ -52,7 +57,7 @@ def app_rtf(url: str, path: Path, runs: int, duration: float) -> tuple[float, fl
     for _ in range(runs + 1):  # the first call loads the model: not timed
         started = time.perf_counter()
         text, _timed, info, *_ = client.predict(
-            handle_file(str(path)), "Auto-detect", "transcribe", BEAM_SIZE, True, False, "", "", False, False, 0,
+            handle_file(str(path)), "Auto-detect", "transcribe", BEAM_SIZE, True, False, "", "", False, False, 0, False,
             api_name="/transcribe",
         )  # fmt: skip
         calls.append(time.perf_counter() - started)
@@ -60,7 +65,7 @@ def app_rtf(url: str, path: Path, runs: int, duration: float) -> tuple[float, fl
     return statistics.median(calls[1:]) / duration, statistics.median(served[1:]) / duration, text
 
 
-def live_latency(url: str, speech: Path, threads: int) -> dict:
+def live_latency(url: str, speech: Path, threads: int, reference: str) -> dict:
     from faster_whisper import WhisperModel
     from playwright.sync_api import sync_playwright
 
@@ -94,9 +99,13 @@ def live_latency(url: str, speech: Path, threads: int) -> dict:
         page.goto(url)
         page.get_by_role("tab", name="Transcribe").click()
         page.get_by_role("tab", name="Live microphone").click()
-        page.locator("#live-audio button", has_text="Record").click()
+        page.locator("#live-captions button", has_text="Record").click()
         time.sleep(fixtures.wav_duration(mic) + 3)
         opens, shown = page.evaluate("window.__opens"), page.evaluate("window.__shown")
+        live_text = page.locator("#live-captions .caption-area").inner_text()
+        page.locator("#live-captions button", has_text="Stop").click()
+        page.locator("#transcribe-info").get_by_text("done in").wait_for(timeout=600_000)
+        final_text = page.locator("#transcript textarea").input_value()
         browser.close()
     if not opens:
         return {"words": 0}
@@ -105,12 +114,57 @@ def live_latency(url: str, speech: Path, threads: int) -> dict:
     latencies = sorted(first_seen[i] - word_ends[i] for i in first_seen)
     if not latencies:
         return {"words": 0}
+    file_text = " ".join(s.text for s in model.transcribe(str(speech), beam_size=BEAM_SIZE)[0])
     return {
+        "seconds": round(fixtures.wav_duration(speech), 1),
         "words": len(latencies),
         "of_words": len(word_ends),
         "median_s": round(statistics.median(latencies), 3),
         "p90_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3),
+        "live_text_wer": round(speech_fixtures.wer(reference, live_text), 3),
+        "final_transcript_wer": round(speech_fixtures.wer(reference, final_text), 3),
+        "same_file_uploaded_raw_wer": round(speech_fixtures.wer(reference, file_text), 3),
     }
+
+
+SPEAKER_SETS = {  # voices the speaker threshold was not calibrated on, but for flite-slt; real people
+    "2 voices": ["flite-rms", "flite-kal"],
+    "3 voices": ["flite-rms", "flite-kal", "festival-ked"],
+    "4 voices": ["flite-rms", "flite-kal", "festival-ked", "flite-slt"],
+}
+
+
+def speaker_figures(work: Path, threads: int) -> dict:
+    """DER with the count given and estimated, through the app's own engine and labeller (no server)."""
+    from engines.base import TranscribeOptions
+    from engines.speakers import SpeakerLabeler
+    from engines.speech_whisper import WhisperSpeechEngine
+
+    engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), cpu_threads=threads)
+    labeler = SpeakerLabeler()
+    cases = {}
+    for name, voices in SPEAKER_SETS.items():
+        cases[name] = speech_fixtures.conversation_wav(work, voices, 4 * len(voices), name=f"{name[0]}v.wav", first=3, gap=0.3)
+    cases["3 real people"] = speech_fixtures.real_conversation_wav(work)
+    cases["monologue (festival-ked)"] = speech_fixtures.monologue_turns(work, "festival-ked", 40.0)
+    out = {}
+    for name, (path, truth) in cases.items():
+        _, segments = engine.transcribe(str(path), TranscribeOptions(word_timestamps=True, beam_size=BEAM_SIZE))
+        segments = list(segments)
+        count = len({t.speaker for t in truth})
+        started = time.perf_counter()
+        estimated = speech_fixtures.speaker_turns(labeler.label(path, segments))
+        seconds = time.perf_counter() - started
+        given = speech_fixtures.speaker_turns(labeler.label(path, segments, count))
+        out[name] = {
+            "seconds": round(fixtures.wav_duration(path), 1),
+            "speakers": count,
+            "estimated": len({who for who, _, _ in estimated}),
+            "der_estimated": round(speech_fixtures.der(truth, estimated), 3),
+            "der_given": round(speech_fixtures.der(truth, given), 3),
+            "labelling_s": round(seconds, 2),
+        }
+    return out
 
 
 def main() -> None:
@@ -118,6 +172,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-live", action="store_true")
+    parser.add_argument("--no-speakers", action="store_true")
+    parser.add_argument("--stress", action="store_true", help="stress-ng --cpu 2 beside the live captions")
     args = parser.parse_args()
 
     from tests.app_server import AppServer
@@ -129,20 +185,35 @@ def main() -> None:
     server = AppServer(work / "data", "--device", "cpu", "--threads", str(args.threads))
     try:
         call, served, app_text = app_rtf(server.url, path, args.runs, duration)
-        live = None if args.no_live else live_latency(server.url, fixtures.speech_wav(work), args.threads)
+        live = None
+        if not args.no_live:
+            import subprocess
+
+            speech, turns = speech_fixtures.monologue_turns(work, "flite-awb", 40.0)  # no sentence twice
+            stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--quiet"]) if args.stress else None
+            try:
+                live = live_latency(server.url, speech, args.threads, " ".join(t.text for t in turns))
+            finally:
+                if stress:
+                    stress.terminate()
+                    stress.wait()
+            live["with_stress_ng_cpu_2"] = args.stress
     finally:
         server.stop()
+    speakers = None if args.no_speakers else speaker_figures(work, args.threads)
     result = {
         "file": {"seconds": round(duration, 2), "words": len(reference.split())},
         "model": "tiny.en int8 CPU",
         "threads": args.threads,
         "beam_size": BEAM_SIZE,
-        "raw_faster_whisper": {"rtf": round(raw, 4), "wer": round(fixtures.word_error_rate(reference, raw_text), 3)},
+        "raw_faster_whisper": {"rtf": round(raw, 4), "wer": round(speech_fixtures.wer(reference, raw_text), 3)},
         "app_api": {"rtf_call": round(call, 4), "rtf_served": round(served, 4),
-                    "wer": round(fixtures.word_error_rate(reference, app_text), 3)},  # fmt: skip
+                    "wer": round(speech_fixtures.wer(reference, app_text), 3)},  # fmt: skip
         "ratio_raw_over_app": round(raw / call, 3),
         "ratio_raw_over_app_served": round(raw / served, 3),
         "live_latency": live,
+        "speakers": speakers,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result, indent=2))
 

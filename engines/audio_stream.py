@@ -120,3 +120,55 @@ def iter_chunks(audio_path: str | Path, chunk_seconds: float = 600.0) -> Iterato
         raise InputError(f"{Path(audio_path).name} could not be decoded past {offset / SAMPLE_RATE:.0f} s: {e}") from e
     if held:
         yield offset / SAMPLE_RATE, np.concatenate(pending).astype(np.float32) / 32768.0
+
+
+def channel_count(audio_path: str | Path) -> int:
+    """Channels in the file's first audio stream (after ``probe_audio`` has accepted it)."""
+    import av
+
+    with av.open(str(audio_path), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        return int(stream.codec_context.channels or len(stream.layout.channels) or 1)
+
+
+def split_channels(audio_path: str | Path, directory: str | Path) -> list[Path]:
+    """Each channel of a file as its own 16 kHz mono WAV in ``directory`` (``<stem>.ch1.wav``, ...), decoded a
+    piece at a time and written atomically, so a three-hour call is never held in memory."""
+    import wave
+
+    import av
+
+    path = Path(audio_path)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    count = channel_count(path)
+    outs = [directory / f"{path.stem}.ch{i + 1}.wav" for i in range(count)]
+    parts = [p.with_name(p.name + ".part") for p in outs]
+    writers = [wave.open(str(p), "wb") for p in parts]
+    try:
+        for w in writers:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+        resampler = None
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            stream = container.streams.audio[0]
+            frames = _frames(container, stream)
+            while True:
+                frame = next(frames, None)
+                if resampler is None and frame is not None:  # the file's own layout: channels kept apart
+                    resampler = av.audio.resampler.AudioResampler(format="s16", layout=frame.layout.name, rate=SAMPLE_RATE)
+                for out in resampler.resample(frame) if resampler else ():
+                    samples = out.to_ndarray().reshape(-1, count)
+                    for channel, w in enumerate(writers):
+                        w.writeframes(np.ascontiguousarray(samples[:, channel]).tobytes())
+                if frame is None:
+                    break
+    except av.error.FFmpegError as e:
+        raise InputError(f"{path.name} could not be decoded: {e}") from e
+    finally:
+        for w in writers:
+            w.close()
+    for part, out in zip(parts, outs):
+        part.replace(out)
+    return outs

@@ -1,22 +1,28 @@
-"""Live captions from a microphone stream: a local-agreement policy over a rolling buffer.
+"""Live captions from a microphone stream: local agreement over a short buffer, with bounded work.
 
-Audio arrives in small chunks at any rate and channel count; it is resampled to 16 kHz mono, kept
-whole in a WAV file (nothing said is lost: it is re-transcribed in one pass when the person stops),
-and appended to a rolling buffer that is transcribed again each time enough new audio has come in.
+Audio arrives in numbered chunks at any rate and channel count. It is put back in order (a chunk that
+comes twice is dropped), resampled to 16 kHz mono, written whole to a WAV file (re-transcribed in one pass
+when the person stops) and appended to a buffer that holds only the audio whose words are not final yet.
 
-* Words that two transcriptions in a row agree on (the longest common prefix, "LocalAgreement-2")
-  are *confirmed* and never change; the rest is a *tentative* tail shown grey and revised.
-* Silero VAD (shipped with faster-whisper) finds the pauses: at a pause everything heard is
-  confirmed and the buffer starts afresh after it; a buffer with no speech is never transcribed,
-  so silence gives no hallucinated "Thank you.".
-* The buffer is cut only after a confirmed word (and new words must start after it), and words
-  that repeat the confirmed tail are dropped: no word is lost or doubled at a cut.
-* Decoding is adaptive: it waits for at least as much new audio as the last decode took, so a slow
-  machine captions in bigger steps instead of falling behind.
+* Latency does not grow with backlog: each decode takes *all* the audio that came in meanwhile (pending
+  audio is merged, never queued as windows), and the buffer is cut after every final word, so one decode
+  is a few seconds of audio at most, whatever the machine's speed.
+* Words two decodes in a row agree on ("LocalAgreement-2") are final and never change; they are handed to
+  the next decode as its forced *prefix*, so only the unconfirmed tail is decoded again. The words before
+  the buffer are its prompt.
+* The tentative tail is decoded with fast settings (greedy, no word timestamps, the window encoded at its
+  own length: ``WhisperSpeechEngine.transcribe_window``); words are made final with the panel's beam size,
+  by a decode that ends at a pause (Silero VAD) or, in speech without pauses, with word timestamps to
+  know where to cut.
+* A buffer with no speech is never decoded, so silence gives no hallucinated "Thank you.".
+* When the panel's model is slow, a smaller one (``tail_engine``) decodes the tentative tail; when even
+  that falls more than ``BEHIND_SECONDS`` behind (a machine busy with something else), the live text skips
+  to the newest audio ("…") instead of queueing: the recording and the final transcript keep everything.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -27,12 +33,21 @@ from pathlib import Path
 import numpy as np
 
 from engines.audio_stream import SAMPLE_RATE
-from engines.base import InputError, SpeechEngine, TranscribeOptions, Word
+from engines.base import InputError, SpeechEngine, TranscribeOptions
 
-MIN_STEP_SECONDS = 0.25  # never decode twice within this much new audio
-PAUSE_SECONDS = 0.5  # silence after speech that ends a phrase
-MAX_BUFFER_SECONDS = 12.0  # past this, cut after the last confirmed word even without a pause
-PROMPT_CHARS = 200  # confirmed text handed to Whisper as context
+MIN_STEP_SECONDS = 0.15  # never decode twice within this much new audio
+MIN_SPEECH_SECONDS = 1.0  # Whisper guesses wildly from less: the first decode waits for this much speech
+PAUSE_SECONDS = 0.4  # silence after speech that ends a phrase: everything before it is final
+KEEP_SILENCE_SECONDS = 0.5  # of a buffer with no speech, the end is kept in case speech is starting
+MAX_BUFFER_SECONDS = 6.0  # speech without a pause: past this, the final words are cut off with timestamps
+TAIL_CONTEXT_SECONDS = 1.0  # ...keeping at least this much audio after the cut
+HARD_MAX_BUFFER_SECONDS = 12.0  # no agreement at all for this long: make the oldest words final anyway
+BEHIND_SECONDS = 15.0  # more audio than this waiting: decoding cannot keep up; skip to the newest audio
+CATCH_UP_SECONDS = 3.0  # ...keeping this much of it
+PROMPT_CHARS = 200  # final text handed to Whisper as context
+SLOW_DECODE_SECONDS = 0.6  # a tentative decode slower than this hands the tail to ``tail_engine``
+MAX_HELD_CHUNKS = 200  # chunks waiting for a missing one; past this the missing one is given up
+MAX_SECONDS = 3 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -40,14 +55,70 @@ class Captions:
     confirmed: str  # final: never changes again
     tentative: str  # may still be revised
     seconds: float  # audio received so far
+    version: int = 0  # grows with every change, for a page waiting on the next one
 
 
 def _norm(text: str) -> str:
     return re.sub(r"[^\w']", "", text.lower())
 
 
+def agreed_prefix(a: list[str], b: list[str]) -> int:
+    """How many leading words two hypotheses share, ignoring case and punctuation."""
+    n = 0
+    while n < min(len(a), len(b)) and _norm(a[n]) == _norm(b[n]):
+        n += 1
+    return n
+
+
+def after_prefix(words: list[str], pinned: list[str]) -> list[str]:
+    """The words a decode heard after the pinned ones it was handed as its prefix.
+
+    The prefix comes back first, but not always word for word (punctuation, a word said twice): then the
+    decode's words after the prefix's last three are taken.
+    """
+    if agreed_prefix(words, pinned) == len(pinned):
+        return words[len(pinned) :]
+    tail = [_norm(w) for w in pinned[-3:]]
+    normed = [_norm(w) for w in words]
+    ends = [i for i in range(len(tail), len(words) + 1) if normed[i - len(tail) : i] == tail]
+    if ends:
+        return words[min(ends, key=lambda i: abs(i - len(pinned))) :]
+    return words[len(pinned) :]
+
+
+def drop_loops(words: list[str], longest: int = 8) -> list[str]:
+    """A decoder stuck in a loop is cut after the first time round: a phrase of four words or more said
+    twice in a row ("... apples and bread. We went to the market on Monday and bought some apples and
+    bread."), or a shorter one three times ("We went. We went. We went.")."""
+    normed = [_norm(w) for w in words]
+    for i in range(len(words)):
+        for k in range(1, longest + 1):
+            repeats = 2 if k >= 4 else 3
+            if i + k * repeats > len(words):
+                break
+            if all(normed[i + j * k : i + (j + 1) * k] == normed[i : i + k] for j in range(1, repeats)):
+                return words[: i + k]
+    return words
+
+
+def to_mono_int16(data) -> np.ndarray:
+    """A microphone chunk (int16/int32/float, any channel count) as one channel of int16."""
+    data = np.asarray(data)
+    if data.ndim == 2 and data.shape[1] > 1:  # channels are averaged; a 6-channel file is heard whole
+        as_float = data.astype(np.float32) / (32768.0 if data.dtype == np.int16 else 1.0)
+        if data.dtype == np.int32:
+            as_float = data.astype(np.float32) / 2147483648.0
+        data = as_float.mean(axis=1)
+    data = data.reshape(-1)
+    if data.dtype.kind == "f":
+        return (np.clip(np.nan_to_num(data), -1.0, 1.0) * 32767).astype(np.int16)
+    if data.dtype == np.int32:
+        return (data >> 16).astype(np.int16)
+    return data.astype(np.int16)
+
+
 class LiveCaptioner:
-    """One person's live session. ``feed`` is called from one thread at a time (the stream handler)."""
+    """One recording. ``feed`` may be called from several threads; chunks carry their sequence number."""
 
     def __init__(
         self,
@@ -55,29 +126,43 @@ class LiveCaptioner:
         recording: str | Path,
         options: TranscribeOptions | None = None,
         background: bool = False,
+        tail_engine: SpeechEngine | None = None,
+        max_seconds: float = MAX_SECONDS,
     ) -> None:
-        """``background``: decode in a thread of its own so ``feed`` returns at once (the UI's stream
-        handler must not hold up the next chunk); else ``feed`` decodes in line (deterministic tests)."""
+        """``background``: decode in a thread of its own so ``feed`` returns at once (the page's chunk calls
+        must not wait for Whisper); else ``feed`` decodes in line (deterministic tests).
+        The recording is written to ``recording`` + ``.part`` and renamed when it is finished."""
         self.engine = engine
-        self.options = replace(options or TranscribeOptions(), beam_size=1, word_timestamps=True, vad_filter=False,
-                               batched=False)  # fmt: skip
+        self.tail_engine = tail_engine
+        self.options = options or TranscribeOptions()
+        self.max_seconds = max_seconds
         self.recording = Path(recording)
-        self._wav = wave.open(str(self.recording), "wb")
+        self._part = self.recording.with_name(self.recording.name + ".part")
+        self._wav = wave.open(str(self._part), "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
         self._resampler = None
-        self._input_format: tuple | None = None
+        self._input_rate: int | None = None
+        self._next_seq = 0
+        self._held: dict[int, tuple[int, np.ndarray]] = {}
+        self.gaps = 0  # chunks that never came
+        self.skipped = 0.0  # seconds of audio left out of the live text because decoding fell behind
         self.buffer = np.zeros(0, np.float32)
         self.buffer_start = 0.0  # seconds since the recording began
         self.received = 0.0
-        self.confirmed: list[Word] = []
-        self.previous: list[Word] = []  # the last hypothesis, for agreement
-        self.tentative: list[Word] = []
+        self.committed: list[str] = []  # final words before the buffer
+        self.pinned: list[str] = []  # final words inside the buffer: the next decode's prefix
+        self.previous: list[str] = []  # the last hypothesis after the pinned words, for agreement
+        self.tentative: list[str] = []
         self.error = ""
-        self._decoded_at = 0.0  # self.received at the last decode
-        self._last_cost = 0.0  # seconds the last decode took
-        self._lock = threading.Lock()  # the buffer and the recording
+        self.last_fed = time.monotonic()
+        self.version = 0
+        self.decode_seconds: list[float] = []  # each decode's cost, for the benchmark
+        self._decoded_at = -1.0  # self.received at the last decode
+        self._slow = False  # the panel's model cannot keep up: the tail goes to tail_engine
+        self._intake = threading.Lock()  # order, the recording and the buffer
+        self._changed = threading.Condition()  # captions changed (waiters: the page's long poll)
         self._decoding = threading.Lock()
         self._wake = threading.Event()
         self.closed = False
@@ -90,40 +175,46 @@ class LiveCaptioner:
 
     # ---------------------------------------------------------------- audio in
 
-    def _to_16k(self, rate: int, data: np.ndarray) -> np.ndarray:
+    def _to_16k(self, rate: int, data) -> np.ndarray:
+        samples = to_mono_int16(data)
+        if rate == SAMPLE_RATE:
+            return samples
         import av
 
-        data = np.asarray(data)
-        if data.ndim == 1:
-            data = data[:, None]
-        if data.dtype.kind == "f":
-            data = (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
-        elif data.dtype == np.int32:
-            data = (data >> 16).astype(np.int16)
-        data = data.astype(np.int16)
-        channels = data.shape[1]
-        if self._input_format != (rate, channels):  # a resampler keeps its state across chunks: no seams
+        if self._input_rate != rate:  # a resampler keeps its state across chunks: no seams
             self._resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            self._input_format = (rate, channels)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.reshape(1, -1)), format="s16",
-                                           layout="mono" if channels == 1 else "stereo")  # fmt: skip
+            self._input_rate = rate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.reshape(1, -1)), format="s16", layout="mono")
         frame.sample_rate = rate
         out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
         return np.concatenate(out) if out else np.zeros(0, np.int16)
 
-    def feed(self, rate: int, data: np.ndarray) -> Captions:
-        """Take one chunk from the microphone; transcribe again if enough new audio has come in."""
-        with self._lock:
-            if self.closed:
+    def _append(self, rate: int, data) -> None:
+        """One chunk, in order (the intake lock is held)."""
+        if self.received >= self.max_seconds:
+            self.error = f"The recording reached its limit of {self.max_seconds / 3600:g} hours: press Stop."
+            return
+        samples = self._to_16k(int(rate), data)
+        self._wav.writeframes(samples.tobytes())
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32) / 32768.0])
+        self.received += len(samples) / SAMPLE_RATE
+
+    def feed(self, rate: int, data, seq: int | None = None) -> Captions:
+        """Take one chunk from the microphone (``seq``: its number from 0; None: the next one)."""
+        with self._intake:
+            if self.closed or rate is None or int(rate) <= 0 or data is None or len(data) == 0:
                 return self.captions()
-            if rate <= 0 or data is None or len(data) == 0:
-                return self.captions()
-            if np.asarray(data).ndim == 2 and np.asarray(data).shape[1] > 2:
-                data = np.asarray(data)[:, :2]
-            samples = self._to_16k(int(rate), data)
-            self._wav.writeframes(samples.tobytes())
-            self.buffer = np.concatenate([self.buffer, samples.astype(np.float32) / 32768.0])
-            self.received += len(samples) / SAMPLE_RATE
+            self.last_fed = time.monotonic()
+            seq = self._next_seq if seq is None else int(seq)
+            if seq < self._next_seq or seq in self._held:
+                return self.captions()  # sent twice (a retry): the first copy is in the recording
+            self._held[seq] = (int(rate), data)
+            if len(self._held) > MAX_HELD_CHUNKS:  # the missing chunk is not coming: go on without it
+                self.gaps += min(self._held) - self._next_seq
+                self._next_seq = min(self._held)
+            while self._next_seq in self._held:
+                self._append(*self._held.pop(self._next_seq))
+                self._next_seq += 1
         if self._worker:
             self._wake.set()
         else:
@@ -133,99 +224,161 @@ class LiveCaptioner:
     def _maybe_decode(self) -> None:
         with self._decoding:
             received = self.received
-            if received - self._decoded_at >= max(MIN_STEP_SECONDS, self._last_cost):
+            if received - self._decoded_at >= MIN_STEP_SECONDS:
+                self._decoded_at = received
                 started = time.perf_counter()
                 self._decode()
-                self._last_cost = time.perf_counter() - started
-                self._decoded_at = received
+                self.decode_seconds.append(time.perf_counter() - started)
 
     def _work(self) -> None:
         while not self.closed:
             self._wake.wait(0.5)
             self._wake.clear()
+            if self.closed:
+                break
             try:
                 self._maybe_decode()
             except Exception as e:  # shown with the captions; the recording goes on
                 self.error = str(e)
+                self._publish()
 
     # ---------------------------------------------------------------- the policy
 
     def _speech(self, buffer: np.ndarray) -> list[dict]:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-        vad = VadOptions(min_silence_duration_ms=int(PAUSE_SECONDS * 1000), speech_pad_ms=150)
+        vad = VadOptions(min_silence_duration_ms=int(PAUSE_SECONDS * 1000), speech_pad_ms=100)
         return get_speech_timestamps(buffer, vad)
 
     def _cut(self, seconds: float) -> None:
         """Drop the buffer's audio before ``seconds`` (absolute); audio appended meanwhile stays."""
-        with self._lock:
+        with self._intake:
             drop = int(max(0.0, seconds - self.buffer_start) * SAMPLE_RATE)
             self.buffer = self.buffer[drop:]
             self.buffer_start += drop / SAMPLE_RATE
 
-    def _hypothesis(self, buffer: np.ndarray, start: float, end_seconds: float | None = None) -> list[Word]:
-        audio = buffer if end_seconds is None else buffer[: int((end_seconds - start) * SAMPLE_RATE)]
-        if len(audio) < SAMPLE_RATE // 4:
-            return []
-        # Context is what was confirmed *before* the buffer: words inside it are heard again and dropped
-        # below by time; in the prompt too, Whisper would skip them and the words after them.
-        prompt = " ".join(w.text for w in self.confirmed if w.end <= start + 0.05)[-PROMPT_CHARS:]
-        options = replace(self.options, initial_prompt=prompt or self.options.initial_prompt)
-        words = [
-            replace(w, start=w.start + start, end=w.end + start)
-            for s in self.engine.transcribe_samples(audio, options)
-            for w in s.words
-        ]
-        last_end = self.confirmed[-1].end if self.confirmed else 0.0
-        words = [w for w in words if w.start >= last_end - 0.1]  # words already confirmed before the cut
-        # A word at the very start that repeats the confirmed tail is the same word heard twice.
-        for n in range(min(5, len(words), len(self.confirmed)), 0, -1):
-            if [_norm(w.text) for w in self.confirmed[-n:]] == [_norm(w.text) for w in words[:n]]:
-                words = words[n:]
-                break
-        return words
+    def _prompted(self) -> TranscribeOptions:
+        prompt = " ".join(w for w in self.committed if w != "…")[-PROMPT_CHARS:]
+        return replace(self.options, initial_prompt=prompt or self.options.initial_prompt, batched=False, vad_filter=False)
+
+    def _transcribe(self, audio: np.ndarray, fast: bool, timed: bool = False):
+        """Segments for ``audio`` with the pinned words as prefix; (the words after them, segments)."""
+        engine = self.tail_engine if fast and self._slow and self.tail_engine is not None else self.engine
+        options = replace(self._prompted(), word_timestamps=timed)
+        prefix = " ".join(self.pinned)
+        window = getattr(engine, "transcribe_window", None)
+        started = time.perf_counter()
+        if window is not None:
+            segments = window(audio, options, prefix=prefix, fast=fast)
+        else:  # an engine without the live fast path (the fakes): the whole window, no prefix
+            segments = engine.transcribe_samples(audio, replace(options, beam_size=1 if fast else options.beam_size))
+        if fast and engine is self.engine and self.tail_engine is not None:
+            self._slow = time.perf_counter() - started > SLOW_DECODE_SECONDS
+        words = after_prefix(" ".join(s.text for s in segments).split(), self.pinned)
+        # A loop may start in the pinned words: a decode given all the words it hears often says them again.
+        return drop_loops(self.pinned + words)[len(self.pinned) :], segments
 
     def _decode(self) -> None:
-        with self._lock:  # a snapshot: chunks keep arriving while it is transcribed
+        with self._intake:  # a snapshot: chunks keep arriving while it is transcribed
             buffer, start = self.buffer, self.buffer_start
+        seconds = len(buffer) / SAMPLE_RATE
+        if seconds < 0.3:
+            return
+        if seconds > BEHIND_SECONDS:  # the machine is too slow for live captions just now: skip, do not queue
+            self.committed += self.pinned + ["…"]
+            self.pinned, self.previous, self.tentative = [], [], []
+            self.skipped += seconds - CATCH_UP_SECONDS
+            self._cut(start + seconds - CATCH_UP_SECONDS)
+            self._publish()
+            return
         speech = self._speech(buffer)
-        buffer_end = start + len(buffer) / SAMPLE_RATE
         if not speech:  # silence: never transcribed; keep a little in case speech is starting
-            self.previous = self.tentative = []
-            self._cut(buffer_end - 0.5)
+            if self.pinned or self.tentative:
+                self._finalise(buffer, seconds)
+            self._cut(start + seconds - KEEP_SILENCE_SECONDS)
             return
-        speech_end = start + speech[-1]["end"] / SAMPLE_RATE
-        if buffer_end - speech_end >= PAUSE_SECONDS:  # a pause: all of it is final
-            self.confirmed = self.confirmed + self._hypothesis(buffer, start, speech_end)
-            self.previous = self.tentative = []
-            self._cut(speech_end)
+        speech_end = min(seconds, speech[-1]["end"] / SAMPLE_RATE)
+        if seconds - speech_end >= PAUSE_SECONDS:  # a pause: everything before it is final
+            self._finalise(buffer, speech_end)
+            self._cut(start + speech_end)
             return
-        current = self._hypothesis(buffer, start)
-        agreed = 0
-        while (
-            agreed < min(len(current), len(self.previous))
-            and _norm(current[agreed].text) == _norm(self.previous[agreed].text)
-        ):
-            agreed += 1
-        self.confirmed = self.confirmed + current[:agreed]
-        self.tentative = current[agreed:]
-        self.previous = self.tentative
-        if agreed and buffer_end - start > MAX_BUFFER_SECONDS:
-            self._cut(self.confirmed[-1].end)
+        if not self.pinned and sum(r["end"] - r["start"] for r in speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+            return
+        words, _ = self._transcribe(buffer, fast=True)
+        # Words two decodes agree on are final, but never the newest one: it is the likeliest to be cut off.
+        agreed = min(agreed_prefix(words, self.previous), max(0, len(words) - 1))
+        self.pinned += words[:agreed]
+        self.previous = self.tentative = words[agreed:]
+        self._publish()
+        if seconds > MAX_BUFFER_SECONDS and (self.pinned or seconds > HARD_MAX_BUFFER_SECONDS):
+            self._cut_final_words(buffer, start, seconds)
+
+    def _finalise(self, buffer: np.ndarray, end: float) -> None:
+        """Everything heard up to ``end`` (seconds into the buffer) is final: decoded once more, carefully."""
+        words, _ = self._transcribe(buffer[: int(end * SAMPLE_RATE)], fast=False)
+        self.committed += self.pinned + words
+        self.pinned, self.previous, self.tentative = [], [], []
+        self._publish()
+
+    def _cut_final_words(self, buffer: np.ndarray, start: float, seconds: float) -> None:
+        """Speech without a pause: decode with word timestamps, make the words before the last second final,
+        and cut the buffer after them so the next decodes stay short."""
+        _, segments = self._transcribe(buffer, fast=False, timed=True)
+        timed = [w for s in segments for w in s.words]  # the pinned words first: they were the prefix
+        pinned = len(self.pinned)
+        if agreed_prefix([w.text for w in timed], self.pinned) < pinned:
+            return  # the words did not line up with the pinned ones: cut at the next pause instead
+        limit = seconds - TAIL_CONTEXT_SECONDS
+        n = 0
+        while n < len(timed) and timed[n].end <= limit:
+            n += 1
+        if n == 0:
+            return
+        if n <= pinned:  # only some pinned words are out of the last second: they go, the rest stay pinned
+            self.committed += self.pinned[:n]
+            self.pinned = self.pinned[n:]
+        else:  # all pinned words and some after them, as this careful decode heard them
+            self.committed += self.pinned + [w.text for w in timed[pinned:n]]
+            self.pinned = []
+            self.previous = self.tentative = [w.text for w in timed[n:]]
+        self._publish()
+        self._cut(start + timed[n - 1].end)
 
     # ---------------------------------------------------------------- out
 
+    def _publish(self) -> None:
+        with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
     def captions(self) -> Captions:
         return Captions(
-            " ".join(w.text for w in self.confirmed), " ".join(w.text for w in self.tentative), self.received
+            " ".join(self.committed + self.pinned), " ".join(self.tentative), self.received, self.version
         )
+
+    def wait(self, version: int, timeout: float) -> Captions:
+        """The captions once they differ from ``version`` (or after ``timeout`` seconds, or at the end)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.version == version and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+        return self.captions()
 
     def finish(self) -> Path:
         """Close the recording; returns its path (16 kHz mono WAV) for the full re-transcription."""
-        with self._lock:
+        with self._intake:
             was_open, self.closed = not self.closed, True
             if was_open:
+                for seq in sorted(self._held):  # chunks after a gap that never closed, in order
+                    self._append(*self._held.pop(seq))
+                    self.gaps += 1 if seq != self._next_seq else 0
+                    self._next_seq = seq + 1
                 self._wav.close()
+                os.replace(self._part, self.recording)
+        self._publish()
         if self._worker:
             self._wake.set()
             self._worker.join(timeout=30)

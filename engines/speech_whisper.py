@@ -8,8 +8,10 @@ segments appear while the rest is still being read.
 from __future__ import annotations
 
 import gc
+import math
 import threading
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,34 @@ from engines.base import (
 from engines.audio_stream import SAMPLE_RATE, iter_chunks, probe_audio  # noqa: F401  (probe_audio: re-exported)
 
 MODEL_FILE = "model.bin"
+# A live-caption window is encoded at its own length instead of padded to Whisper's 30 s: the encoder's
+# cost is fixed by its input length, and on a CPU it is most of a short decode (tiny.en, 6 s of speech:
+# 1.0 s of CPU padded to 30 s, 0.23 s padded to 10 s; the same words). Whisper needs some silence after
+# the speech to know it has ended: with less than 8 s in all, 1-2 s clips came back looping ("We went.
+# We went. ..."; 36 clips: 12 loops with 1 s of padding, 2 at 7 s, none at 8 s or 10 s).
+MIN_WINDOW_SECONDS = 10.0
+WINDOW_MARGIN_SECONDS = 2.0
+TOKENS_PER_SECOND = 8  # fast speech is 4-6 Whisper tokens a second; a decoder stuck repeating stops here
+_window = threading.local()  # mel frames of real audio in the window this thread is decoding, else 0
+
+
+@cache
+def _windowed_model_class():
+    """faster-whisper's WhisperModel, encoding only a live window's own frames (see WINDOW_STEP_SECONDS).
+
+    faster-whisper pads every clip to 30 s before ``encode``; the padding is cut off again here, for the
+    thread that asked for it only, so a file transcribed at the same time keeps the standard 30 s windows.
+    """
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):
+        def encode(self, features: np.ndarray):
+            frames = getattr(_window, "frames", 0)
+            if frames and features.shape[-1] > frames:
+                features = np.ascontiguousarray(features[..., :frames])
+            return super().encode(features)
+
+    return WindowedWhisperModel
 
 
 def is_local_model(model: str | Path) -> bool:
@@ -141,7 +171,7 @@ class WhisperSpeechEngine:
             path = download(self.model, progress)
             if progress:
                 progress(None, f"Loading {self.display_name}…")
-        from faster_whisper import WhisperModel  # imported here so the fake engines run without CTranslate2
+        WhisperModel = _windowed_model_class()  # faster-whisper is imported there, so the fakes run without it
 
         try:
             return WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads)
@@ -235,3 +265,48 @@ class WhisperSpeechEngine:
             model, np.asarray(samples, dtype=np.float32), language, options, condition_on_previous_text=False
         )
         return list(to_segments(raw))
+
+    def transcribe_window(
+        self,
+        samples,
+        options: TranscribeOptions,
+        prefix: str = "",
+        fast: bool = True,
+    ) -> list[Segment]:
+        """A live-caption window (at most a few seconds), encoded at its own length rather than 30 s.
+
+        ``prefix``: words already shown as final; the decoder is made to start with them and continues
+        after, so only the unconfirmed tail is decoded (they come back at the start of the text).
+        ``fast``: greedy and no word timestamps, for the tentative tail; else the beam size and word
+        timestamps of ``options``, to confirm words.
+        """
+        samples = np.asarray(samples, dtype=np.float32)
+        model = self._loaded()
+        language = self._check(model, options)
+        seconds = len(samples) / SAMPLE_RATE
+        # Mel frames: 100 a second, an even count (the encoder halves it), never more than Whisper's 30 s.
+        frames = min(3000, 100 * math.ceil(max(MIN_WINDOW_SECONDS, seconds + WINDOW_MARGIN_SECONDS)))
+        _window.frames = frames
+        try:
+            raw, _ = model.transcribe(
+                samples,
+                language=language,
+                task=options.task,
+                beam_size=1 if fast else options.beam_size,
+                # No temperature fallback: a window that loops would be decoded again up to twice at full
+                # length (measured: one 6 s window took 22 s on a busy machine); loops are cut by the caller.
+                temperature=0.0,
+                word_timestamps=not fast and options.word_timestamps,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                vad_filter=False,
+                initial_prompt=options.initial_prompt.strip() or None,
+                prefix=prefix.strip() or None,
+                hotwords=None if prefix.strip() else (options.hotwords.strip() or None),
+                max_new_tokens=16 + int(TOKENS_PER_SECOND * seconds),
+            )
+            return list(to_segments(raw))
+        except RuntimeError as e:
+            raise EngineError(f"Transcription failed: {e}") from e
+        finally:
+            _window.frames = 0

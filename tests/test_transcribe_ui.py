@@ -155,12 +155,13 @@ def test_a_failed_live_decode_is_shown_under_the_captions(panel):
     class Session:  # a recording whose background decode failed after two words
         error = "the model ran out of memory"
         closed = False
+        received, max_seconds, gaps, skipped = 1.0, 3600.0, 0, 0.0
 
         def captions(self):
             return Captions("Hello there", "", 1.0)
 
     panel._live["a-page"] = Session()
-    page = panel.live_chunk("a-page", None, FileOptions())
+    page = panel.live_chunk("a-page", None, FileOptions())["html"]
     assert "Hello there" in page
     assert 'class="live-error"' in page and "the model ran out of memory" in page and "Stop transcribes all of it" in page
     assert "live-error" not in transcribe.captions_html(Captions("Hello there", "", 1.0))
@@ -172,21 +173,33 @@ def microphone_chunk(seconds: float = 0.5, rate: int = 48000):
     return rate, np.zeros((int(seconds * rate), 2), dtype=np.int16)
 
 
-def test_one_recording_per_page_and_none_after_stop(tmp_path):
+def test_chunks_racing_out_of_order_make_one_recording_in_order_and_none_after_stop(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
+    import numpy as np
+
     panel = TranscribePanel(FakeSpeechEngine(), FakeLabeler(), recordings_dir=tmp_path)
-    panel.live_start("a-page", FileOptions())
-    with ThreadPoolExecutor(4) as pool:  # chunks handled at once, as Gradio may
-        list(pool.map(lambda _: panel.live_chunk("a-page", microphone_chunk(), FileOptions()), range(8)))
-    panel.live_chunk("other-page", microphone_chunk(), FileOptions())
-    assert len(list(tmp_path.glob("*.wav"))) == 2, "one recording per page, however the chunks race"
-    *_, last = panel.live_stop("a-page", FileOptions())
+    panel.live_begin("a-page-recording")
+    panel.live_start("a-page-recording", FileOptions(), owner="a-page")
+    chunks = [(16000, np.full(8000, 100 * (i + 1), np.int16)) for i in range(8)]  # each chunk marked by its level
+    order = [3, 0, 7, 1, 1, 5, 2, 6, 4, 0]  # shuffled, two sent twice (a retry)
+    with ThreadPoolExecutor(4) as pool:  # chunk calls handled at once, as the server may
+        list(pool.map(lambda i: panel.live_chunk("a-page-recording", chunks[i], seq=i), order))
+    panel.live_begin("other-page-recording")
+    panel.live_start("other-page-recording", FileOptions(), owner="other-page")
+    panel.live_chunk("other-page-recording", microphone_chunk(), seq=0)
+    assert len(list(tmp_path.glob("*.wav.part"))) == 2, "one recording each, written as it comes"
+    *_, last = panel.live_stop("a-page-recording", FileOptions())
     recording = Path(last[-1])
-    assert recording.parent == tmp_path and 3.9 < transcribe_duration(recording) < 4.1, "every chunk is in it"
-    assert isinstance(panel.live_chunk("a-page", microphone_chunk(), FileOptions()), dict), "a late chunk is dropped"
-    assert len(list(tmp_path.glob("*.wav"))) == 2, "and starts no recording"
+    assert recording.parent == tmp_path and transcribe_duration(recording) == 4.0, "every chunk once"
+    with wave.open(str(recording)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    assert [int(samples[i * 8000]) for i in range(8)] == [100 * (i + 1) for i in range(8)], "in order"
+    assert panel.live_chunk("a-page-recording", microphone_chunk(), seq=8) == {"stop": True}, "a late chunk is dropped"
+    assert panel.live_chunk("never-begun", microphone_chunk(), seq=0) == {"stop": True}, "and starts no recording"
+    assert len(list(tmp_path.glob("*.wav*"))) == 2
     panel.live_forget("other-page")  # its page closed without Stop: the file is finished, nothing left open
+    assert sorted(p.suffix for p in tmp_path.glob("*.wav*")) == [".wav", ".wav"]
     assert all(transcribe_duration(p) > 0 for p in tmp_path.glob("*.wav"))
 
 

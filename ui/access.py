@@ -12,17 +12,24 @@ from pathlib import Path
 
 import gradio as gr
 
+from server.guard import PRINCIPAL_KEY
 from server.principal import HOST, Principal
 from server.uploads import Uploads, inside
 
 NOT_ALLOWED = "Not allowed"
 
 
-def principal_of(request: gr.Request | None) -> Principal:
-    """The person behind a request; with no login in front of the app (this machine only), the host."""
+def principal_of(request) -> Principal:
+    """The person behind a request (a ``gr.Request``, or the plain request a component's server function
+    gets); with no login in front of the app (this machine only), the host."""
     if request is None:  # never guess who is asking
         raise gr.Error("This request carries no session.", title=NOT_ALLOWED)
     username = getattr(request, "username", None)
+    if username is None:  # a server function's request: the guard left its verdict in the ASGI scope
+        scope = getattr(getattr(request, "request", request), "scope", None) or {}
+        found = scope.get(PRINCIPAL_KEY) if isinstance(scope, dict) else None
+        if found is not None:
+            return found
     try:
         return Principal.decode(username)
     except ValueError:

@@ -6,6 +6,7 @@ The handlers live on ``TranscribePanel`` so they can be tested without a browser
 
 from __future__ import annotations
 
+import contextlib
 import html
 import tempfile
 import threading
@@ -17,19 +18,21 @@ from pathlib import Path
 
 import gradio as gr
 
-from engines import speech_models, subtitles
+from engines import audio_stream, embedded, speech_models, subtitles
+from engines import speakers as speakers_module
 from engines.base import SpeechEngine, TranscribeOptions, Transcript
 from engines.live_captions import Captions, LiveCaptioner
 from engines.speakers import SpeakerLabeler
 from server.principal import HOST, Principal
+from ui import live_mic
 from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, progress_callback, user_errors
 from ui.presets import TranscribePreset
 
 AUTO_LANGUAGE = "Auto-detect"
 LANGUAGES = [AUTO_LANGUAGE, "en", "de", "fr", "es", "it", "nl", "pt", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh"]
-STREAM_EVERY = 0.3  # seconds of microphone audio per chunk sent to the server
-LIVE_TIME_LIMIT = 3 * 3600
+LIVE_TIME_LIMIT = 3 * 3600  # seconds of one live recording
+LIVE_IDLE_SECONDS = 120  # a recording no chunk reached for this long was abandoned (its page is gone)
 
 
 def clock(seconds: float) -> str:
@@ -54,6 +57,7 @@ class FileOptions:
     batched: bool = False
     speakers: bool = False
     num_speakers: float = 0  # 0: estimate
+    channels: bool = False  # each channel of a two-channel recording is one speaker (calls, podcasts)
 
     def engine_options(self) -> TranscribeOptions:
         return TranscribeOptions(
@@ -61,7 +65,7 @@ class FileOptions:
             task=self.task or "transcribe",
             beam_size=int(self.beam_size),
             vad_filter=bool(self.vad_filter),
-            word_timestamps=bool(self.word_timestamps or self.speakers),  # speakers are assigned per word
+            word_timestamps=bool(self.word_timestamps or self.speakers or self.channels),  # speakers go per word
             initial_prompt=self.initial_prompt or "",
             hotwords=self.hotwords or "",
             batched=bool(self.batched),
@@ -102,17 +106,15 @@ def names_from_rows(rows) -> dict[str, str]:
     return {str(r[0]): str(r[1]).strip() for r in rows if len(r) >= 2 and r[0] and r[1] and str(r[1]).strip()}
 
 
-def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None, base: Path | None = None) -> list[str]:
-    """The four exports in a fresh folder under ``base`` (its owner's exports folder; default the temp dir)."""
-    folder = (base or Path(tempfile.gettempdir()) / "melange-transcripts") / uuid.uuid4().hex[:12]
+def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None) -> list[str]:
+    """The four exports in a fresh folder under the temp dir (Gradio serves files from there)."""
+    folder = Path(tempfile.gettempdir()) / "melange-transcripts" / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "transcript"
     paths = []
     for fmt in subtitles.FORMATS:
         path = folder / f"{stem}.{fmt}"
-        partial = folder / f".{stem}.{fmt}.part"
-        partial.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
-        partial.replace(path)  # atomic: never half a file
+        path.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
         paths.append(str(path))
     return paths
 
@@ -151,10 +153,12 @@ class TranscribePanel:
         self.models_dir = models_dir
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "melange-models"
         self.recordings = recordings_dir or Path(tempfile.gettempdir()) / "melange-recordings"
-        # One recording per browser session, kept here rather than in a gr.State: two microphone chunks handled
-        # at once would each see an empty State and start a recording of their own, and a chunk arriving after
-        # Stop would start one nobody ever finishes (an open file and a thread, left behind).
-        self._live: dict[str, LiveCaptioner | None] = {}  # None: stopped; late chunks are dropped
+        # Recordings are kept here rather than in a gr.State: the page's chunk calls are not Gradio events
+        # (ui/live_mic.py says why), and a chunk arriving after Stop must not start one nobody finishes.
+        self._live: dict[str, LiveCaptioner | None] = {}  # by recording id; None: stopped, late chunks dropped
+        self._owners: dict[str, str] = {}  # recording id -> the page (session) that records it
+        self._makers: dict[str, str] = {}  # recording id -> the person recording it (Principal.encode())
+        self._tail: SpeechEngine | None = None  # the embedded tiny.en, for the live tail of a slower model
         self._live_lock = threading.Lock()
 
     # ---------------------------------------------------------------- files
@@ -176,6 +180,9 @@ class TranscribePanel:
             raise gr.Error("The number of speakers must be between 1 and 8, or 0 to estimate it.", title="Check your input")
         ensure_loaded(self.engine, progress)
         started = time.perf_counter()
+        if options.channels:
+            yield from self._transcribe_channels(audio_path, engine_options, started, progress, principal)
+            return
         with user_errors():
             info, segments = self.engine.transcribe(audio_path, engine_options)
             self.access.limits.check_audio(principal, info.duration)
@@ -201,6 +208,49 @@ class TranscribePanel:
         rows = speaker_rows(transcript)
         yield transcript.text, timed_lines(transcript), f"{header} · done in {elapsed:.1f} s{rtf}", transcript, files, rows
 
+    def _transcribe_channels(
+        self, audio_path: str, engine_options: TranscribeOptions, started: float, progress, principal: Principal = HOST
+    ):
+        """A two-channel recording with one speaker per channel: each channel transcribed on its own, the two
+        merged by time (words leaking from the other speaker's microphone left out: engines.speakers)."""
+        name = Path(audio_path).name
+        with user_errors(), tempfile.TemporaryDirectory(prefix="melange-channels-") as folder:
+            audio_stream.probe_audio(audio_path)
+            count = audio_stream.channel_count(audio_path)
+            if count != 2:
+                raise gr.Error(
+                    f"'One speaker per channel' takes a two-channel recording (a call, a podcast); {name} has "
+                    f"{count} channel{'s' if count != 1 else ''}. Turn it off, or use 'Label speakers'.",
+                    title="Check your input",
+                )  # fmt: skip
+            progress(None, desc="Splitting the channels…")
+            paths = audio_stream.split_channels(audio_path, folder)
+            if speakers_module.channels_alike(paths):
+                raise gr.Error(
+                    f"Both channels of {name} hold the same sound, so they are not one speaker each. Turn off "
+                    "'One speaker per channel', or use 'Label speakers'.",
+                    title="Check your input",
+                )  # fmt: skip
+            heard: list[tuple[Path, list]] = []
+            for index, path in enumerate(paths):
+                info, segments = self.engine.transcribe(str(path), engine_options)
+                header = f"{info_line(Transcript(info, [], engine_options))} · one speaker per channel"
+                got: list = []
+                heard.append((path, got))
+                for segment in segments:
+                    got.append(segment)
+                    done = (index + min(segment.end / info.duration, 1.0)) / len(paths) if info.duration > 0 else None
+                    progress(done, desc=f"Channel {index + 1} of {len(paths)}: {clock(segment.end)}")
+                    so_far = Transcript(info, speakers_module.merge_channels([(p, list(g)) for p, g in heard]), engine_options)
+                    yield so_far.text, timed_lines(so_far), header, None, None, []
+            transcript = Transcript(info, speakers_module.merge_channels(heard), engine_options)
+        elapsed = time.perf_counter() - started
+        rtf = f" · real-time factor {elapsed / info.duration:.3f}" if info.duration > 0 else ""
+        if not transcript.segments:
+            header += " · no speech found"
+        files = write_exports(transcript, Path(audio_path).stem, base=self.exports_dir(principal))
+        yield transcript.text, timed_lines(transcript), f"{header} · done in {elapsed:.1f} s{rtf}", transcript, files, speaker_rows(transcript)
+
     def rename(self, transcript: Transcript | None, rows, principal: Principal = HOST) -> tuple[str, list[str] | None]:
         """Apply the names typed in the speakers table to the transcript view and every export."""
         if transcript is None:
@@ -210,52 +260,121 @@ class TranscribePanel:
 
     # ---------------------------------------------------------------- live
 
-    def live_start(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress()):
-        """Record pressed (``key``: the browser session): a new recording starts with the next chunk."""
+    def owns(self, key: str, principal: Principal) -> bool:
+        """Whether the recording ``key`` is this person's: its id is the page's, so it is checked on every use."""
+        return self._makers.get(key) == principal.encode()
+
+    def live_begin(self, key: str, principal: Principal = HOST) -> None:
+        """Record pressed (``key``: the recording's id, made by the page): its file is opened now, before
+        the first chunk, so no chunk can start a second one. Recordings nobody fed for a while are finished."""
+        now = time.monotonic()
         with self._live_lock:
-            old = self._live.pop(key, None)
-        if old is not None:
-            old.finish()  # a recording left running by a page that never sent Stop
-        with self._live_lock:
+            idle = [k for k, s in self._live.items() if s is not None and now - s.last_fed > LIVE_IDLE_SECONDS]
+            stale = [self._live.pop(k) for k in idle]
+            if key in self._makers and self._makers[key] != principal.encode():
+                raise gr.Error("That recording belongs to someone else.", title="Not found")
             running = sum(1 for s in self._live.values() if s is not None and not s.closed)
-        if running >= self.access.limits.max_live_sessions:
+            if key not in self._live and running >= self.access.limits.max_live_sessions:
+                raise gr.Error(
+                    f"{running} live captions are running, the most this machine takes at once. Try again when one stops.",
+                    title="Busy",
+                )
+            if key not in self._live:
+                folder = self.recordings_dir(principal)
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
+                self._live[key] = LiveCaptioner(
+                    self.engine, folder / name, FileOptions().engine_options(), background=True,
+                    max_seconds=LIVE_TIME_LIMIT,
+                )  # fmt: skip
+                self._makers[key] = principal.encode()
+        for session in stale:
+            with contextlib.suppress(Exception):
+                session.finish()
+
+    def live_start(
+        self, key: str, options: FileOptions, owner: str = "", error: str = "", progress: gr.Progress = gr.Progress(),
+        principal: Principal = HOST,
+    ):  # fmt: skip
+        """The Record event: the panel's options for the recording ``key``, the page that owns it (``owner``,
+        whose closing finishes it), and the model loaded with progress. ``error``: the browser's refusal."""
+        if error:
             raise gr.Error(
-                f"{running} live captions are running, the most this machine takes at once. Try again when one stops.",
-                title="Busy",
+                "The browser did not allow the microphone: allow it for this page (the icon left of the "
+                "address) and press Record again.",
+                title="No microphone",
             )
+        if key not in self._live:
+            self.live_begin(key, principal)
+        if not self.owns(key, principal):
+            raise gr.Error("That recording belongs to someone else.", title="Not found")
+        session = self._live.get(key)
+        if session is not None:
+            engine_options = replace(options.engine_options(), task="transcribe")
+            session.options = engine_options
+            session.tail_engine = self._tail_engine(engine_options)
+            self._owners[key] = owner or key
         ensure_loaded(self.engine, progress)
-        return captions_html(None)
+        return "Recording: captions appear as you speak; Stop transcribes all of it again."
 
-    def _session(self, key: str, options: FileOptions, principal: Principal = HOST) -> LiveCaptioner | None:
+    def _tail_engine(self, options: TranscribeOptions) -> SpeechEngine | None:
+        """The embedded tiny.en for the tentative tail, when the panel's model is another and English is
+        spoken: the captioner hands it the tail only while the panel's model is too slow to keep up."""
+        name = str(getattr(self.engine, "display_name", ""))
+        english = options.language == "en" or ".en" in name
+        if not english or name == embedded.WHISPER_TINY_EN_NAME or not hasattr(self.engine, "transcribe_window"):
+            return None
         with self._live_lock:
-            if key in self._live:
-                return self._live[key]  # the running recording, or None after Stop
-            folder = self.recordings_dir(principal)
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
-            session = self._live[key] = LiveCaptioner(
-                self.engine, path, replace(options.engine_options(), task="transcribe"), background=True
-            )
-            return session
+            if self._tail is None and embedded.whisper_tiny_en() is not None:
+                from engines.speech_whisper import WhisperSpeechEngine
 
-    def live_chunk(self, key: str, chunk, options: FileOptions, principal: Principal = HOST) -> str:
-        """Stream handler: one microphone chunk in, the captions so far out."""
+                self._tail = WhisperSpeechEngine(
+                    embedded.whisper_tiny_en(), getattr(self.engine, "device", "cpu"),
+                    display_name=embedded.WHISPER_TINY_EN_NAME, cpu_threads=getattr(self.engine, "cpu_threads", 0),
+                )  # fmt: skip
+            return self._tail
+
+    def live_chunk(
+        self, key: str, chunk, options: FileOptions | None = None, seq: int | None = None, principal: Principal = HOST
+    ) -> dict:
+        """One chunk of the recording ``key`` (``seq``: its number; the captioner puts chunks back in order and
+        drops copies); answers the captions so far, as the page shows them."""
+        session = self._live.get(key) if self.owns(key, principal) else None
+        if session is None or session.closed:
+            return {"stop": True}  # after Stop, or an unknown recording: the final transcript owns the page
         if chunk is None:
-            session = self._live.get(key)
-            return captions_html(session.captions() if session else None, error=session.error if session else "")
+            return self._answer(session, session.captions())
         rate, data = chunk
         with user_errors():
-            session = self._session(key, options, principal)
-            if session is None or session.closed:
-                return gr.skip()  # after Stop: the final transcript owns the page now
-            captions = session.feed(rate, data)
-        return captions_html(captions, error=session.error)
+            captions = session.feed(rate, data, seq)
+        return self._answer(session, captions)
+
+    def live_wait(self, key: str, version: int, timeout: float = 10.0, principal: Principal = HOST) -> dict:
+        """The page's long poll: answers as soon as the captions differ from ``version``."""
+        session = self._live.get(key) if self.owns(key, principal) else None
+        if session is None or session.closed:
+            return {"stop": True}
+        return self._answer(session, session.wait(version, timeout))
+
+    @staticmethod
+    def _answer(session: LiveCaptioner, captions: Captions) -> dict:
+        answer = {"version": captions.version, "html": captions_html(captions, error=session.error)}
+        if session.received >= session.max_seconds:
+            answer["stop"] = True
+        if session.gaps:
+            answer["note"] = f"{session.gaps} piece(s) of audio never arrived."
+        elif session.skipped:
+            answer["note"] = "The machine is busy: live captions skipped ahead (…); Stop transcribes all of it."
+        return answer
 
     def live_stop(self, key: str, options: FileOptions, progress: gr.Progress = gr.Progress(), principal: Principal = HOST):
         """Re-transcribe the whole recording in one pass, with word timestamps; it replaces the live text."""
+        if key in self._makers and not self.owns(key, principal):
+            raise gr.Error("That recording belongs to someone else.", title="Not found")
         with self._live_lock:
             session = self._live.get(key)
             self._live[key] = None  # chunks still on their way are dropped
+            self._owners.pop(key, None)
         if session is None:
             raise gr.Error(
                 "Nothing was recorded. If the browser asked for the microphone, allow it (the icon left of "
@@ -270,12 +389,16 @@ class TranscribePanel:
             text = last[0]
             yield (captions_html(session.captions()) if last[3] is None else captions_html(None, text), *last, str(path))
 
-    def live_forget(self, key: str) -> None:
-        """The page closed: finish its recording, if one is running, so nothing is left open."""
+    def live_forget(self, owner: str) -> None:
+        """The page ``owner`` closed: finish its recordings that are still running, so nothing is left open."""
         with self._live_lock:
-            session = self._live.pop(key, None)
-        if session is not None:
-            session.finish()
+            keys = [k for k, o in self._owners.items() if o == owner] + ([owner] if owner in self._live else [])
+            sessions = [self._live.pop(k, None) for k in keys]
+            for k in keys:
+                self._owners.pop(k, None)
+        for session in sessions:
+            if session is not None:
+                session.finish()
 
 
 def build(
@@ -303,9 +426,7 @@ def build(
                     run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-run")
                     stop = gr.Button("Stop", elem_id="transcribe-stop")
             with gr.Tab("Live microphone", id="transcribe-live"):
-                live_audio = gr.Audio(
-                    sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-audio"
-                )
+                live_html = live_mic.recorder(panel, captions_html(None))
                 gr.Markdown(
                     "Captions appear while you speak (grey words may still change). When you stop, the whole "
                     "recording is transcribed again in one pass and replaces them. If nothing happens, allow "
@@ -331,6 +452,10 @@ def build(
                     label_speakers = gr.Checkbox(value=getattr(preset, "speakers", False), label="Label speakers", elem_id="transcribe-speakers")
                     num_speakers = gr.Number(value=getattr(preset, "num_speakers", 0), minimum=0, maximum=8, precision=0,
                                              label="Number of speakers (0: estimate)")  # fmt: skip
+                channels = gr.Checkbox(
+                    value=False, label="One speaker per channel (two-channel calls and podcasts)", elem_id="transcribe-channels",
+                    info="Each channel is transcribed on its own and the two are merged by time.",
+                )  # fmt: skip
             with gr.Accordion("Model", open=False, elem_id="transcribe-model-settings") as model_settings:
                 model_choice = gr.Dropdown(panel_model_choices(models_dir), label="Model", elem_id="transcribe-model-choice")
                 use_model = gr.Button("Use this model")
@@ -338,7 +463,6 @@ def build(
                 download = gr.Button("Download and use")
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="transcribe-info")
-            live_html = gr.HTML(captions_html(None), elem_id="live-captions")
             text = gr.Textbox(label="Transcript", lines=8, elem_id="transcript", buttons=["copy"])
             timed = gr.Textbox(label="With timestamps", lines=8, elem_id="transcript-timed")
             speaker_table = gr.Dataframe(
@@ -350,47 +474,39 @@ def build(
             recording = gr.File(label="Recording", visible=True, elem_id="live-recording")
     transcript_state = gr.State(None)
     option_inputs = [language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
-                     label_speakers, num_speakers]  # fmt: skip
+                     label_speakers, num_speakers, channels]  # fmt: skip
 
     def file_handler(request: gr.Request, audio_path, *values, progress=gr.Progress()):
         principal = principal_of(request)
         audio_path = panel.access.checked_file(principal, audio_path, "audio file")
         yield from panel.transcribe(audio_path, FileOptions(*values), progress, principal)
 
+    private = {"api_visibility": "private"}
     file_outputs = [text, timed, info, transcript_state, files, speaker_table]
     event = run.click(file_handler, [audio, *option_inputs], file_outputs, concurrency_id="speech", api_name="transcribe")
     stop.click(None, None, None, cancels=[event])
-    event.then(lambda: model_line(engine), None, model_info, api_visibility="private")
+    event.then(lambda: model_line(engine), None, model_info, **private)
+
     def on_rename(request: gr.Request, transcript, rows):
         return panel.rename(transcript, rows, principal_of(request))
 
-    rename.click(on_rename, [transcript_state, speaker_table], [timed, files], api_visibility="private")
+    rename.click(on_rename, [transcript_state, speaker_table], [timed, files], **private)
 
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
-    def start_handler(request: gr.Request, *values, progress=gr.Progress()):
-        return panel.live_start(request.session_hash, FileOptions(*values), progress)
+    # The recorder's events carry the recording's id in their data (ui/live_mic.py).
+    def start_handler(request: gr.Request, event: gr.EventData, *values, progress=gr.Progress()):
+        data = live_mic.event_data(event)
+        return panel.live_start(
+            data.get("id", ""), FileOptions(*values), request.session_hash, data.get("error", ""), progress, principal_of(request)
+        )
 
-    def chunk_handler(request: gr.Request, chunk, *values):
-        return panel.live_chunk(request.session_hash, chunk, FileOptions(*values), principal_of(request))
+    def stop_handler(request: gr.Request, event: gr.EventData, *values, progress=gr.Progress()):
+        yield from panel.live_stop(live_mic.event_data(event).get("id", ""), FileOptions(*values), progress, principal_of(request))
 
-    def stop_handler(request: gr.Request, *values, progress=gr.Progress()):
-        yield from panel.live_stop(request.session_hash, FileOptions(*values), progress, principal_of(request))
-
-    live_audio.start_recording(start_handler, option_inputs, live_html, api_visibility="private")
-    live_audio.stream(
-        chunk_handler,
-        [live_audio, *option_inputs],
-        live_html,
-        stream_every=STREAM_EVERY,
-        time_limit=LIVE_TIME_LIMIT,
-        concurrency_id="live",
-        concurrency_limit=panel.access.limits.max_live_sessions,
-        show_progress="hidden",
-        api_visibility="private",
-    )
-    live_audio.stop_recording(
-        stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech", api_visibility="private"
-    ).then(lambda: model_line(engine), None, model_info, api_visibility="private")
+    live_html.start_recording(start_handler, option_inputs, info, show_progress="minimal", **private)
+    live_html.stop_recording(
+        stop_handler, option_inputs, [live_html, *file_outputs, recording], concurrency_id="speech", **private
+    ).then(lambda: model_line(engine), None, model_info, **private)
     if blocks is not None:
 
         def page_closed(request: gr.Request) -> None:
@@ -416,16 +532,15 @@ def build(
             engine.switch(repo_id, repo_id, progress_callback(progress))
         return model_line(engine)
 
-    use_model.click(switch, model_choice, model_info, concurrency_id="speech", api_visibility="private")
-    download.click(from_hub, hub_id, model_info, concurrency_id="speech", api_visibility="private")
+    use_model.click(switch, model_choice, model_info, concurrency_id="speech", **private)
+    download.click(from_hub, hub_id, model_info, concurrency_id="speech", **private)
     if blocks is not None:
 
         def on_load(request: gr.Request):
             return gr.update(visible=principal_of(request).is_host)
 
-        blocks.load(on_load, None, model_settings, api_visibility="private")
+        blocks.load(on_load, None, model_settings, **private)
 
 
 def panel_model_choices(models_dir: Path | None) -> list[tuple[str, str]]:
     return [(m.name, m.model) for m in speech_models.find_models(models_dir)]
-
