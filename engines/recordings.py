@@ -18,13 +18,19 @@ log = logging.getLogger(__name__)
 
 
 def repair_recordings(folder: str | Path) -> list[Path]:
-    """Repair every WAV under ``folder`` (its subfolders too) whose header disagrees with its data; returns them."""
+    """Repair every WAV under ``folder`` (its subfolders too) whose header disagrees with its data; returns them.
+    A recording still named ``.wav.part`` (its writer never finished it) is repaired and given its final name."""
     repaired = []
-    for path in sorted(Path(folder).rglob("*.wav")):
+    for path in sorted(Path(folder).rglob("*.wav")) + sorted(Path(folder).rglob("*.wav.part")):
         try:
-            if repair_wav(path):
+            fixed = repair_wav(path)
+            if path.name.endswith(".part"):
+                final = path.with_name(path.name.removesuffix(".part"))
+                os.replace(path, final)  # atomic: the recording appears whole, under the name it would have had
+                path, fixed = final, True
+            if fixed:
                 repaired.append(path)
-                log.warning("Repaired the header of %s, a recording cut short", path)
+                log.warning("Repaired %s, a recording cut short", path)
         except OSError as e:  # one unreadable file must not stop the app from starting
             log.warning("Could not check %s: %s", path, e)
     return repaired

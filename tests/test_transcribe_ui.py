@@ -12,6 +12,7 @@ import srt
 
 from engines.base import Segment, Transcript, TranscriptInfo, Word
 from engines.fake import FakeSpeechEngine
+from server.principal import HOST
 from ui import transcribe
 from ui.transcribe import FileOptions, TranscribePanel
 
@@ -161,6 +162,7 @@ def test_a_failed_live_decode_is_shown_under_the_captions(panel):
             return Captions("Hello there", "", 1.0)
 
     panel._live["a-page"] = Session()
+    panel._makers["a-page"] = HOST.encode()  # the host's own recording
     page = panel.live_chunk("a-page", None, FileOptions())["html"]
     assert "Hello there" in page
     assert 'class="live-error"' in page and "the model ran out of memory" in page and "Stop transcribes all of it" in page
@@ -208,3 +210,30 @@ def transcribe_duration(path: Path) -> float:
 
     with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
+
+
+def test_a_recording_is_its_makers_whoever_learns_its_id(tmp_path):
+    import numpy as np
+
+    from server.principal import Principal
+    from ui.access import Access, Limits
+
+    alice, bob = Principal("guest", "Alice"), Principal("guest", "Bob")
+    panel = TranscribePanel(FakeSpeechEngine(), FakeLabeler(), recordings_dir=tmp_path / "recordings",
+                            access=Access(tmp_path, limits=Limits(max_live_sessions=2)))  # fmt: skip
+    key = "0123456789abcdef0123"
+    panel.live_begin(key, alice)
+    chunk = (16000, (np.sin(np.arange(8000) / 7) * 9000).astype(np.int16))
+    assert "html" in panel.live_chunk(key, chunk, seq=0, principal=alice)
+    assert panel.live_chunk(key, chunk, seq=1, principal=bob) == {"stop": True}, "Bob cannot add to it"
+    assert panel.live_wait(key, -1, timeout=0.1, principal=bob) == {"stop": True}, "nor read its captions"
+    with pytest.raises(gr.Error, match="someone else"):
+        panel.live_begin(key, bob)
+    with pytest.raises(gr.Error, match="someone else"):
+        list(panel.live_stop(key, FileOptions(), principal=bob))
+    assert [p.parent.name for p in (tmp_path / "recordings").rglob("*.part")] == ["alice"], "kept in its maker's folder"
+    panel.live_begin("fedcba9876543210fedc", bob)
+    with pytest.raises(gr.Error, match="live captions are running"):
+        panel.live_begin("00000000000000000000", Principal("guest", "Carol"))
+    outputs = list(panel.live_stop(key, FileOptions(), principal=alice))
+    assert outputs[-1][-1].endswith(".wav") and "/guests/alice/" in outputs[-1][-1]

@@ -106,15 +106,17 @@ def names_from_rows(rows) -> dict[str, str]:
     return {str(r[0]): str(r[1]).strip() for r in rows if len(r) >= 2 and r[0] and r[1] and str(r[1]).strip()}
 
 
-def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None) -> list[str]:
-    """The four exports in a fresh folder under the temp dir (Gradio serves files from there)."""
-    folder = Path(tempfile.gettempdir()) / "melange-transcripts" / uuid.uuid4().hex[:12]
+def write_exports(transcript: Transcript, stem: str, names: dict[str, str] | None = None, base: Path | None = None) -> list[str]:
+    """The four exports in a fresh folder under ``base`` (its owner's exports folder; default the temp dir)."""
+    folder = (base or Path(tempfile.gettempdir()) / "melange-transcripts") / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "transcript"
     paths = []
     for fmt in subtitles.FORMATS:
         path = folder / f"{stem}.{fmt}"
-        path.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
+        partial = folder / f".{stem}.{fmt}.part"
+        partial.write_text(subtitles.export(transcript, fmt, names), encoding="utf-8")
+        partial.replace(path)  # atomic: never half a file
         paths.append(str(path))
     return paths
 
