@@ -149,7 +149,7 @@ def build_app(
         with gr.Tab("Chat", id="chat"):
             ui.chat.build(blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings))
         with gr.Tab("Image", id="image"):
-            ui.image.build(engines.image, presets.image, settings.data_dir / "images")
+            ui.image.build(engines.image, presets.image, settings.data_dir / "images", profile)
         with gr.Tab("Transcribe", id="transcribe"):
             ui.transcribe.build(
                 engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",

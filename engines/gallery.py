@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from dataclasses import replace
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engines.base import ImageResult
+from engines.base import IMAGE_INPUTS, ImageResult
 from engines.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
@@ -31,9 +32,10 @@ class Gallery:
         image = result.image
         assert isinstance(image, Image.Image)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if result.params.init_image:  # the recipe names the kept copy, so the image can be made again
-            kept = self.keep_source(result.params.init_image)
-            result = replace(result, params=replace(result.params, init_image=str(kept)))
+        # The recipe names kept copies of its input images (start, mask, control), so it can be made again.
+        kept = {name: str(self.keep_source(path)) for name in IMAGE_INPUTS if (path := getattr(result.params, name))}
+        if kept:
+            result = replace(result, params=replace(result.params, **kept))
         number = max((self._number(p) for p in self.folder.glob("*.png")), default=-1) + 1
         info = png_info(result)
         while True:
@@ -46,10 +48,16 @@ class Gallery:
                 number += 1
 
     def keep_source(self, path: str | Path) -> Path:
-        """An img2img starting image, copied under ``sources/`` by its content's hash: the upload it came from
-        is a temporary file, and one source used for many images is kept once."""
-        data = Path(path).read_bytes()
-        target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + (Path(path).suffix.lower() or ".png"))
+        """An input image (img2img start, mask, control image), kept under ``sources/`` as PNG by its content's
+        hash: the upload it came from is a temporary file, and one source used for many images is kept once.
+        Re-encoded, so whatever was uploaded, only plain pixels are stored."""
+        buffer = io.BytesIO()
+        with Image.open(path) as im:
+            im.load()
+            keep = im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+            keep.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.base import MAX_SOURCE_SIDE, ImageParams, InputError
+from engines.base import MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, ImageParams, InputError
 
 
 def read_image(path: str, what: str):
@@ -117,6 +117,10 @@ def prepare(params: ImageParams) -> InpaintJob:
         if params.inpaint_only_masked and max(image.size) > MAX_SOURCE_SIDE:
             raise InputError(f"Outpainting makes {image.width}×{image.height}, past {MAX_SOURCE_SIDE} px a side.")
     if params.inpaint_only_masked:
+        if max(image.size) * params.upscale > MAX_UPSCALED_SIDE:
+            raise InputError(
+                f"Upscaling {image.width}×{image.height} by {params.upscale:g} passes {MAX_UPSCALED_SIDE} px: choose a smaller factor."
+            )
         return InpaintJob(image, blur(mask, params.mask_blur), params.width, params.height, params.inpaint_padding)
     return InpaintJob(image, blur(mask, params.mask_blur), image.width, image.height, None)
 

@@ -14,11 +14,13 @@ from engines.recipe import read_recipe
 from ui import image
 
 CONTROLS = list(inspect.signature(image.read_controls).parameters)
-DEFAULTS = dict(
+# The add-ons' controls (LoRAs, mask, hi-res fix, ControlNet, upscale) default to off.
+OFF = {n: p.default for n, p in inspect.signature(image.read_controls).parameters.items() if p.default is not inspect.Parameter.empty}
+DEFAULTS = dict(**OFF, **dict(
     model=TINY_DEMO_NAME, prompt="a lighthouse at dusk", negative_prompt="fog", width=64, height=64, steps=3,
     guidance=6.5, sampler="DPM++ 2M Karras", seed=1234, seed_mode="fixed", batch_count=1, batch_size=1,
     refiner=image.NO_REFINER, refiner_start=0.8, init_image=None, strength=0.75,
-)  # fmt: skip
+))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
