@@ -223,3 +223,69 @@ def test_bad_controlnet_input_is_refused(engine, files):
     with pytest.raises(InputError, match="Unknown ControlNet"):
         engine.generate(replace(SMALL, controlnet="../../etc", control_image=files["start"]))
     assert engine.generate(SMALL).image.size == (64, 64), "the engine keeps serving"
+
+
+# ---------------------------------------------------------------- through the panel: recipe in, same image out
+
+
+def panel_generate(engine, folder: Path, **values) -> str:
+    import inspect
+    import threading
+
+    from engines.gallery import Gallery
+    from ui import image
+
+    signature = inspect.signature(image.read_controls).parameters
+    defaults = {n: p.default for n, p in signature.items() if p.default is not inspect.Parameter.empty}
+    base = dict(model="", prompt="a lighthouse at dusk", negative_prompt="fog", width=64, height=64, steps=3, guidance=6.0,
+                sampler="Euler a", seed=11, seed_mode="fixed", batch_count=1, batch_size=1, refiner=image.NO_REFINER,
+                refiner_start=0.8, init_image=None, strength=0.75)  # fmt: skip
+    values = {**defaults, **base, **values}
+    paths = [u[1] for u in image.generate(engine, Gallery(folder), threading.Event(), *(values[n] for n in signature)) if isinstance(u[1], str)]
+    return paths[-1]
+
+
+def restored_controls(png: str, engine, folder: Path) -> dict:
+    from engines.gallery import Gallery
+    from ui import image
+
+    *values, info = image.restore(png, engine.models(), Gallery(folder), engine.loras())
+    assert "not in" not in info, info
+    return {k: v for k, v in zip(image.RESTORED, values) if k != "size"}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lora_1": LORA, "lora_weight_1": 0.7, "hires_scale": 1.5, "hires_upscaler": "Lanczos", "hires_strength": 0.6,
+         "controlnet": "tiny-controlnet", "control_image": "start", "control_preprocessor": "canny", "control_scale": 0.8,
+         "canny_low": 50, "upscale": 2.0},
+        {"init_image": "start", "mask": "painted", "strength": 0.9, "mask_blur": 3, "outpaint": ["right"], "outpaint_pixels": 16,
+         "upscale": 1.5, "upscaler": "melange-tiny-upscaler-x4"},
+    ],
+    ids=["lora-hires-controlnet-upscale", "inpaint-outpaint-sr"],
+)
+def test_drop_the_png_back_and_everything_comes_back_and_draws_the_same(engine, files, tmp_path, settings):
+    from ui import image
+
+    painted = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    painted.paste((255, 255, 255, 255), (10, 10, 30, 30))
+    painted.save(tmp_path / "layer.png")
+    inputs = {"start": files["start"], "painted": {"background": files["start"], "layers": [str(tmp_path / "layer.png")], "composite": None}}
+    values = {k: inputs.get(v, v) if isinstance(v, str) else v for k, v in settings.items()}
+    folder = tmp_path / "images"
+    png = panel_generate(engine, folder, **values)
+    restored = restored_controls(png, engine, folder)
+    again = panel_generate(engine, tmp_path / "again", **restored)
+    assert Path(again).read_bytes() == Path(png).read_bytes(), "the same image again, from the recipe alone"
+    for key, value in settings.items():
+        if key in ("control_image", "init_image"):
+            assert Image.open(restored[key]).tobytes() == Image.open(files["start"]).tobytes(), key
+        elif key == "mask":
+            mask = Image.open(restored["mask"]["layers"][0]).getchannel("A")
+            assert mask.tobytes() == painted.getchannel("A").tobytes()
+        else:
+            assert restored[key] == value, key
+    sources = sorted(p.suffix for p in (folder / "sources").iterdir())
+    assert sources and set(sources) == {".png"}, "kept inputs are re-encoded as PNG"
+    assert image.read_recipe(png)["version"] == 1
