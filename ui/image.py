@@ -8,6 +8,7 @@ control back as it was.
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import queue
 import secrets
@@ -663,6 +664,15 @@ def build(engine: ImageEngine, presets: list[ImagePreset], images_dir: Path, pro
         with own_cancel(request) as event:
             return generate_for_api(engine, gallery_store, event, *values, progress=progress)
 
+    # Named like read_controls' parameters, with their defaults: scripts may leave every add-on out.
+    api_handler.__signature__ = inspect.Signature(
+        [
+            *list(inspect.signature(api_handler).parameters.values())[:1],
+            *inspect.signature(read_controls).parameters.values(),
+            inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress()),
+        ]
+    )
+
     def cancel(request: gr.Request) -> None:
         event = cancels.get(request.session_hash)
         if event is not None:
@@ -822,5 +832,5 @@ def wire_extras(engine: ImageEngine, c: dict, init_image, selected, result, imag
         return path, text, [str(p) for p in gallery_store.newest(GALLERY_SIZE)]
 
     c["upscale_button"].click(
-        upscale, [selected, result, c["upscale"], c["upscaler"]], [result, info, gallery], concurrency_id="image", api_name="upscale"
+        upscale, [selected, result, c["upscale"], c["upscaler"]], [result, info, gallery], concurrency_id="image", api_visibility="private"
     )
