@@ -415,6 +415,17 @@ class ImageEngine(Engine, Protocol):
     ) -> list[ImageResult]:
         """Images that share every parameter but the seed, made in one pass."""
 
+    def loras(self) -> list[str]:
+        """LoRA names for the pickers (a Hugging Face id works too)."""
+
+    def controlnets(self) -> list[str]: ...
+
+    def upscalers(self) -> list[str]:
+        """"Lanczos", then the super-resolution models."""
+
+    def upscale_image(self, image: object, params: ImageParams, on_step: StepCallback | None = None, cancel: object | None = None) -> tuple[object, str]:
+        """A finished image upscaled as ``params.upscale``/``params.upscaler`` say; returns it and the upscaler's hash."""
+
 
 # ---------------------------------------------------------------- speech
 

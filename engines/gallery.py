@@ -23,6 +23,7 @@ class Gallery:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._kept: dict[tuple[str, int, int], Path] = {}  # an input used again is not re-encoded again
 
     def _number(self, path: Path) -> int:
         match = _NUMBERED.match(path.name)
@@ -51,6 +52,10 @@ class Gallery:
         """An input image (img2img start, mask, control image), kept under ``sources/`` as PNG by its content's
         hash: the upload it came from is a temporary file, and one source used for many images is kept once.
         Re-encoded, so whatever was uploaded, only plain pixels are stored."""
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in self._kept and self._kept[key].is_file():
+            return self._kept[key]
         buffer = io.BytesIO()
         with Image.open(path) as im:
             im.load()
@@ -63,6 +68,7 @@ class Gallery:
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")
             partial.write_bytes(data)
             partial.replace(target)  # atomic: a reader never sees half a file
+        self._kept[key] = target
         return target
 
     def source(self, name: str) -> Path | None:

@@ -55,11 +55,12 @@ def size_text(item: Downloadable, device: str) -> str:
 
 
 def table(items: list[Downloadable], device: str, have: set[str]) -> str:
-    rows = [
-        f"| {item.title} (`{item.repo}`) | {size_text(item, device)} | {item.note} | {item.licence} | {'✓ downloaded' if item.repo in have else ''} |"
+    """One line per model: what it is, its download size on this machine, its licence (a list: the column is narrow)."""
+    return "\n".join(
+        f"- **{item.title}** (`{item.repo}`) · {size_text(item, device)}{' · ✓ downloaded' if item.repo in have else ''}  \n"
+        f"  {item.note} *Licence:* {item.licence}"
         for item in items
-    ]
-    return "| Model | Download | What it is good for | Licence | |\n| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+    )
 
 
 def fetch(repo: str, device: str, progress=None) -> str:
