@@ -250,7 +250,7 @@ class ImageParams:
         self._check_inpaint(max_side)
         self._check_hires(max_side)
         self._check_control()
-        self._check_upscale()
+        self.check_upscale()
 
     def _check_loras(self) -> None:
         if len(self.loras) > MAX_LORAS:
@@ -326,7 +326,7 @@ class ImageParams:
                 f"ControlNet start and end need 0 ≤ start < end ≤ 1, got {self.control_start} and {self.control_end}."
             )
 
-    def _check_upscale(self) -> None:
+    def check_upscale(self) -> None:
         if self.upscale == 1:
             return
         if not 1.0 < self.upscale <= 4.0:

@@ -112,7 +112,7 @@ class FakeImageEngine(_FakeBase):
         return ["Lanczos"]
 
     def upscale_image(self, image, params: ImageParams, on_step=None, cancel=None):
-        params._check_upscale()
+        params.check_upscale()
         return image.resize((round(image.width * params.upscale), round(image.height * params.upscale))), ""
 
     def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:

@@ -357,7 +357,7 @@ class DiffusersImageEngine:
         if params.upscale == 1:
             raise InputError("Choose a factor above 1 to upscale.")
         params = replace(params, width=image.width, height=image.height, hires_scale=1.0, outpaint=(), init_image=None, mask_image=None)
-        params._check_upscale()
+        params.check_upscale()
         with self._lock:
             if params.upscaler == PIXEL_UPSCALER:
                 return image_upscale.lanczos([image], *image_upscale.scaled(image.size, params.upscale))[0], ""
@@ -368,6 +368,9 @@ class DiffusersImageEngine:
                 out = image_upscale.super_resolve(model.pipe, [image.convert("RGB")], params.prompt, [max(params.seed, 0)], params.upscale, steps.legacy)
             except Stop as stop:
                 raise Cancelled(str(stop)) from None
+            except (ValueError, TypeError, RuntimeError) as e:  # torch's out of memory is a RuntimeError too
+                self._free_memory()
+                raise EngineError(f"The upscale with {params.upscaler} failed: {e}") from e
             return out[0], model.hash
 
     def _apply_loras(self, entry: _Model, loras: list[ResolvedLora]) -> None:

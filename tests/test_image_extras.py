@@ -101,6 +101,16 @@ def test_a_lora_for_another_family_or_unknown_is_refused_and_the_engine_keeps_se
     assert engine.generate(SMALL).image.size == (64, 64)
 
 
+def test_a_lora_still_applies_with_fused_qkv_projections(engine, data_dir):
+    from engines.image_diffusers import SpeedOptions
+
+    fast = load_tiny_demo(data_dir, "cpu", speed=SpeedOptions(fuse_qkv=True))
+    lora = replace(SMALL, loras=(LoraWeight(LORA, 1.0),))
+    fused, reference = pixels(fast.generate(lora).image), pixels(engine.generate(lora).image)
+    assert np.abs(fused - reference).max() <= 3, "the LoRA reaches the fused q/k/v projections too"
+    assert np.abs(pixels(fast.generate(SMALL).image) - pixels(engine.generate(SMALL).image)).max() <= 3, "and leaves them"
+
+
 # ---------------------------------------------------------------- inpainting and outpainting
 
 

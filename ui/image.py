@@ -822,6 +822,7 @@ def upscale_finished(
 def wire_extras(engine: ImageEngine, c: dict, init_image, selected, result, images_dir: Path, gallery_store: Gallery, gallery, info) -> None:
     """The add-ons' own events: the mask editor follows the start image (and gives it one), Upscale."""
     init_image.upload(lambda path: editor_value(checked_upload(path, "start image"), None), init_image, c["mask"], api_visibility="private")
+    init_image.clear(lambda: None, None, c["mask"], api_visibility="private")  # no start image left behind in the editor
     c["mask"].upload(
         lambda value: checked_upload(value.get("background"), "start image") if isinstance(value, dict) else gr.skip(),
         c["mask"], init_image, api_visibility="private",
