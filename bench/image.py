@@ -149,18 +149,19 @@ def bench(folder: Path, configs: list[dict], device: str, runs: int, app_args: l
 
 # ---------------------------------------------------------------- the add-ons (issue #14), each against raw diffusers
 
-BASE_512 = {"width": 512, "height": 512, "steps": 20, "guidance": 7.0, "sampler": "DPM++ 2M"}
+# 256², 12 steps: each path's overhead shows against a run short enough to repeat on a shared 2-core machine.
+BASE = {"width": 256, "height": 256, "steps": 12, "guidance": 7.0, "sampler": "DPM++ 2M"}
 ADDON_CONFIGS = [
-    {"name": "LoRA ×0.8 512² 20 steps", **BASE_512, "kind": "lora", "app": {"lora_1": "bench-lora.safetensors", "lora_weight_1": 0.8}},
-    {"name": "inpaint 512² 20 steps", **BASE_512, "kind": "inpaint", "app": {"init_image": "start", "mask": "mask", "strength": 1.0}},
-    {"name": "outpaint 512²+128 right", **BASE_512, "kind": "outpaint",
-     "app": {"init_image": "start", "outpaint": ["right"], "outpaint_pixels": 128, "strength": 1.0}},
-    {"name": "hi-res fix 256²→512² latent", **BASE_512, "width": 256, "height": 256, "kind": "hires",
+    {"name": "LoRA ×0.8 256² 12 steps", **BASE, "kind": "lora", "app": {"lora_1": "bench-lora.safetensors", "lora_weight_1": 0.8}},
+    {"name": "inpaint 256² 12 steps", **BASE, "kind": "inpaint", "app": {"init_image": "start", "mask": "mask", "strength": 1.0}},
+    {"name": "outpaint 256²+64 right", **BASE, "kind": "outpaint",
+     "app": {"init_image": "start", "outpaint": ["right"], "outpaint_pixels": 64, "strength": 1.0}},
+    {"name": "hi-res fix 128²→256² latent", **BASE, "width": 128, "height": 128, "kind": "hires",
      "app": {"hires_scale": 2.0, "hires_upscaler": "Latent", "hires_strength": 0.5}},
-    {"name": "ControlNet canny 512² 20 steps", **BASE_512, "kind": "controlnet",
+    {"name": "ControlNet canny 256² 12 steps", **BASE, "kind": "controlnet",
      "app": {"controlnet": "bench-controlnet", "control_image": "start", "control_preprocessor": "canny"}},
-    {"name": "upscale ×2 Lanczos 512²→1024²", **BASE_512, "kind": "lanczos", "app": {"upscale": 2.0}},
-    {"name": "upscale ×4 SR model 128²→512²", **BASE_512, "width": 128, "height": 128, "kind": "sr",
+    {"name": "upscale ×2 Lanczos 256²→512²", **BASE, "kind": "lanczos", "app": {"upscale": 2.0}},
+    {"name": "upscale ×4 SR model 64²→256²", **BASE, "width": 64, "height": 64, "kind": "sr",
      "app": {"upscale": 4.0, "upscaler": "melange-tiny-upscaler-x4"}},
 ]  # fmt: skip
 
@@ -177,10 +178,10 @@ def addon_assets(folder: Path) -> dict:
     build_tiny_lora(models / "bench-lora.safetensors")
     build_tiny_controlnet(models / "bench-controlnet")
     build_tiny_pipeline(models / "melange-tiny-upscaler-x4", "sd-upscaler")
-    start = Image.radial_gradient("L").resize((512, 512)).convert("RGB")
+    start = Image.radial_gradient("L").resize((256, 256)).convert("RGB")
     start.save(folder / "start.png")
-    mask = Image.new("L", (512, 512), 0)
-    mask.paste(255, (128, 128, 384, 384))
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
     mask.save(folder / "mask.png")
     return {"models": models, "start": folder / "start.png", "mask": folder / "mask.png"}
 
@@ -230,9 +231,9 @@ def raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
         start = Image.open(assets["start"]).convert("RGB")
         mask = Image.open(assets["mask"]).convert("L")
         if kind == "outpaint":
-            start = Image.fromarray(np.pad(np.asarray(start), ((0, 0), (0, 128), (0, 0)), mode="edge"))
+            start = Image.fromarray(np.pad(np.asarray(start), ((0, 0), (0, 64), (0, 0)), mode="edge"))
             mask = Image.new("L", start.size, 0)
-            mask.paste(255, (512 - 4, 0, 640, 512))
+            mask.paste(255, (256 - 4, 0, 320, 256))
         mask = mask.filter(ImageFilter.GaussianBlur(4))
         out = call(pipes["inpaint"], image=start, mask_image=mask, strength=1.0, width=start.width, height=start.height)
         Image.composite(out[0], start, mask)
@@ -284,6 +285,7 @@ def bench_addons(folder: Path, runs: int) -> list[dict]:
                 path = http.post("/gradio_api/upload", files={"files": (f"{name}.png", f, "image/png")}).json()[0]
             uploaded[name] = {"path": path, "orig_name": f"{name}.png", "meta": {"_type": "gradio.FileData"}}
         for config in ADDON_CONFIGS:
+            print(f"bench: {config['name']}", file=sys.stderr, flush=True)
             sse_call(http, fn_index, addon_controls(config, 0, uploaded), session)  # warm-up: load, allocate
             raw_addon_run(pipes, assets, config, 0)
             raw, sse = [], []
