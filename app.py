@@ -177,7 +177,7 @@ def build_app(
                 access, remote_images=settings.chat_remote_images,
             )  # fmt: skip
         with gr.Tab("Image", id="image"):
-            ui.image.build(engines.image, presets.image, settings.data_dir / "images", access, blocks)
+            ui.image.build(engines.image, presets.image, settings.data_dir / "images", profile, access, blocks)
         with gr.Tab("Transcribe", id="transcribe"):
             ui.transcribe.build(
                 engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",

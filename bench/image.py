@@ -10,6 +10,10 @@ the event stream too ("page_sse"). gradio_client's own floor, the time it takes 
 endpoint that does nothing, is measured too ("client_floor"). Runs alternate raw/app so drift on a shared
 machine hits both alike. On CPU it uses the tiny demo pipeline; with CUDA it adds SD-Turbo's architecture
 with random weights (same layer shapes as stabilityai/sd-turbo, so the same cost, no download).
+
+"addons" times each path of issue #14 (LoRA, inpainting, outpainting, hi-res fix, ControlNet, Lanczos and
+super-resolution upscaling) on the event stream against the same work done with diffusers directly, with
+tiny add-ons built like the demo pipeline. ``--only addons`` runs just those.
 """
 
 from __future__ import annotations
@@ -143,9 +147,165 @@ def bench(folder: Path, configs: list[dict], device: str, runs: int, app_args: l
     return out
 
 
+# ---------------------------------------------------------------- the add-ons (issue #14), each against raw diffusers
+
+# 256², 12 steps: each path's overhead shows against a run short enough to repeat on a shared 2-core machine.
+BASE = {"width": 256, "height": 256, "steps": 12, "guidance": 7.0, "sampler": "DPM++ 2M"}
+ADDON_CONFIGS = [
+    {"name": "LoRA ×0.8 256² 12 steps", **BASE, "kind": "lora", "app": {"lora_1": "bench-lora.safetensors", "lora_weight_1": 0.8}},
+    {"name": "inpaint 256² 12 steps", **BASE, "kind": "inpaint", "app": {"init_image": "start", "mask": "mask", "strength": 1.0}},
+    {"name": "outpaint 256²+64 right", **BASE, "kind": "outpaint",
+     "app": {"init_image": "start", "outpaint": ["right"], "outpaint_pixels": 64, "strength": 1.0}},
+    {"name": "hi-res fix 128²→256² latent", **BASE, "width": 128, "height": 128, "kind": "hires",
+     "app": {"hires_scale": 2.0, "hires_upscaler": "Latent", "hires_strength": 0.5}},
+    {"name": "ControlNet canny 256² 12 steps", **BASE, "kind": "controlnet",
+     "app": {"controlnet": "bench-controlnet", "control_image": "start", "control_preprocessor": "canny"}},
+    {"name": "upscale ×2 Lanczos 256²→512²", **BASE, "kind": "lanczos", "app": {"upscale": 2.0}},
+    {"name": "upscale ×4 SR model 64²→256²", **BASE, "width": 64, "height": 64, "kind": "sr",
+     "app": {"upscale": 4.0, "upscaler": "melange-tiny-upscaler-x4"}},
+]  # fmt: skip
+
+
+def addon_assets(folder: Path) -> dict:
+    """What the add-on runs need, built like the tiny pipeline: a LoRA, a ControlNet, the ×4 upscaler in a
+    models folder the app is pointed at, and a start image and mask."""
+    from PIL import Image
+
+    from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, build_tiny_pipeline
+
+    models = folder / "models"
+    models.mkdir(parents=True)
+    build_tiny_lora(models / "bench-lora.safetensors")
+    build_tiny_controlnet(models / "bench-controlnet")
+    build_tiny_pipeline(models / "melange-tiny-upscaler-x4", "sd-upscaler")
+    start = Image.radial_gradient("L").resize((256, 256)).convert("RGB")
+    start.save(folder / "start.png")
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    mask.save(folder / "mask.png")
+    return {"models": models, "start": folder / "start.png", "mask": folder / "mask.png"}
+
+
+def raw_addon_pipes(folder: Path, assets: dict) -> dict:
+    """Raw diffusers pipelines for each add-on, set up once as a script would."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image, ControlNetModel, DiffusionPipeline
+
+    pipe = raw_pipeline(folder, "cpu")
+    lora = raw_pipeline(folder, "cpu")
+    lora.load_lora_weights(str(assets["models"] / "bench-lora.safetensors"), adapter_name="bench")
+    lora.set_adapters(["bench"], [0.8])
+    lora.fuse_lora(adapter_names=["bench"])
+    controlnet = ControlNetModel.from_pretrained(assets["models"] / "bench-controlnet")
+    pipes = {
+        "plain": pipe,
+        "lora": lora,
+        "inpaint": AutoPipelineForInpainting.from_pipe(pipe),
+        "img2img": AutoPipelineForImage2Image.from_pipe(pipe),
+        "controlnet": AutoPipelineForText2Image.from_pipe(pipe, controlnet=controlnet),
+        "sr": DiffusionPipeline.from_pretrained(assets["models"] / "melange-tiny-upscaler-x4"),
+    }
+    for p in pipes.values():
+        p.set_progress_bar_config(disable=True)
+    return pipes
+
+
+def raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
+    """The same request done with diffusers directly: the pipeline calls and the few PIL/OpenCV steps around them."""
+    import cv2
+    import diffusers
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image, ImageFilter
+
+    class_name, options = SAMPLERS[config["sampler"]]
+    kind, size = config["kind"], (config["width"], config["height"])
+    common = dict(prompt=PROMPT, num_inference_steps=config["steps"], guidance_scale=config["guidance"])
+
+    def call(pipe, **kwargs):
+        pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **options)
+        return pipe(**common, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images
+
+    started = time.perf_counter()
+    if kind in ("inpaint", "outpaint"):
+        start = Image.open(assets["start"]).convert("RGB")
+        mask = Image.open(assets["mask"]).convert("L")
+        if kind == "outpaint":
+            start = Image.fromarray(np.pad(np.asarray(start), ((0, 0), (0, 64), (0, 0)), mode="edge"))
+            mask = Image.new("L", start.size, 0)
+            mask.paste(255, (256 - 4, 0, 320, 256))
+        mask = mask.filter(ImageFilter.GaussianBlur(4))
+        out = call(pipes["inpaint"], image=start, mask_image=mask, strength=1.0, width=start.width, height=start.height)
+        Image.composite(out[0], start, mask)
+    elif kind == "hires":
+        latents = call(pipes["plain"], width=size[0], height=size[1], output_type="latent")
+        bigger = F.interpolate(latents, size=(size[1] // 4, size[0] // 4), mode="bilinear", align_corners=False)
+        call(pipes["img2img"], image=bigger, strength=0.5)
+    elif kind == "controlnet":
+        start = Image.open(assets["start"]).convert("RGB")
+        edges = cv2.Canny(np.asarray(start), 100, 200)
+        call(pipes["controlnet"], image=Image.fromarray(np.stack([edges] * 3, -1)), width=size[0], height=size[1])
+    elif kind == "sr":
+        small = call(pipes["plain"], width=size[0], height=size[1])
+        pipes["sr"](prompt=[PROMPT], image=small, num_inference_steps=20, guidance_scale=0.0, generator=[torch.Generator("cpu").manual_seed(seed)])
+    else:
+        image = call(pipes["lora" if kind == "lora" else "plain"], width=size[0], height=size[1])[0]
+        if kind == "lanczos":
+            image.resize((size[0] * 2, size[1] * 2), Image.Resampling.LANCZOS)
+    return time.perf_counter() - started
+
+
+def addon_controls(config: dict, seed: int, uploaded: dict) -> list:
+    """The /generate event's inputs in order: the panel's defaults, the config's sizes and its add-on values."""
+    import inspect
+
+    from ui.image import read_controls
+
+    values = {n: p.default for n, p in inspect.signature(read_controls).parameters.items() if p.default is not inspect.Parameter.empty}
+    values.update(dict(zip(
+        ["model", "prompt", "negative_prompt", "width", "height", "steps", "guidance", "sampler", "seed", "seed_mode",
+         "batch_count", "batch_size", "refiner", "refiner_start", "init_image", "strength"],
+        controls(config, seed),
+    )))  # fmt: skip
+    values.update({k: uploaded.get(v, v) if isinstance(v, str) else v for k, v in config["app"].items()})
+    return [values[n] for n in inspect.signature(read_controls).parameters]
+
+
+def bench_addons(folder: Path, runs: int) -> list[dict]:
+    import httpx
+
+    assets = addon_assets(folder.parent / "addons")
+    pipes = raw_addon_pipes(folder, assets)
+    out = []
+    with running_app("--device", "cpu", "--models-dir", str(assets["models"])) as url, httpx.Client(base_url=url, timeout=600) as http:
+        fn_index, session = find_event(url, api_name="generate")[0], uuid.uuid4().hex
+        uploaded = {}
+        for name in ("start", "mask"):  # uploaded once, as a page does before its runs
+            with open(assets[name], "rb") as f:
+                path = http.post("/gradio_api/upload", files={"files": (f"{name}.png", f, "image/png")}).json()[0]
+            uploaded[name] = {"path": path, "orig_name": f"{name}.png", "meta": {"_type": "gradio.FileData"}}
+        for config in ADDON_CONFIGS:
+            print(f"bench: {config['name']}", file=sys.stderr, flush=True)
+            sse_call(http, fn_index, addon_controls(config, 0, uploaded), session)  # warm-up: load, allocate
+            raw_addon_run(pipes, assets, config, 0)
+            raw, sse = [], []
+            for i in range(runs):
+                raw.append(raw_addon_run(pipes, assets, config, i + 1))
+                started = time.perf_counter()
+                sse_call(http, fn_index, addon_controls(config, i + 1, uploaded), session)
+                sse.append(time.perf_counter() - started)
+            r, e = summary(raw), summary(sse)
+            out.append({
+                "name": config["name"], "raw_s": r, "app_sse_s": e,
+                "speed_app_sse_over_raw": round(r["median"] / e["median"], 3),
+            })  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
     args = parser.parse_args()
     import torch
 
@@ -153,9 +313,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="melange-image-bench-") as tmp:
         # The app builds the same tiny pipeline (same code, same seed, same bytes) in its own data folder.
         tiny = ensure_tiny_pipeline(Path(tmp))
-        results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
-        results["client_floor_s"] = client_floor(args.runs * 4)
-        if torch.cuda.is_available():
+        if args.only != "addons":
+            results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
+            results["client_floor_s"] = client_floor(args.runs * 4)
+        if args.only != "base":
+            results["addons"] = bench_addons(tiny, args.runs)
+        if torch.cuda.is_available() and args.only != "addons":
             results["gpu"] = torch.cuda.get_device_name()
             turbo = sd_turbo_random(Path(tmp) / "sd-turbo-random")
             results["configs"] += bench(turbo, GPU_CONFIGS, "cuda", args.runs, ["--image-model", str(turbo)])

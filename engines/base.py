@@ -127,13 +127,35 @@ MAX_BATCH_SIZE = 8
 MAX_BATCH_COUNT = 100
 
 
+# Inpainting, outpainting, hi-res fix, ControlNet, upscaling: the names their controls take.
+MAX_LORAS = 4
+OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")
+HIRES_UPSCALERS = ("Latent", "Lanczos")  # latents resized before the second pass, or pixels
+PIXEL_UPSCALER = "Lanczos"  # the upscaler that needs no model; super-resolution models are named by their file
+CONTROL_PREPROCESSORS = ("none", "canny")  # none: the control image is used as given (a depth map, a pose…)
+MAX_SOURCE_SIDE = 4096  # a start image "only the masked area" keeps at its own size, or an outpainted canvas
+MAX_UPSCALED_SIDE = 8192  # an upscaled image: no diffusion at that size, only resampling or a tiled SR pass
+IMAGE_INPUTS = ("init_image", "mask_image", "control_image")  # the recipe's fields that name an input image
+
+
 class Cancelled(Exception):
     """The person pressed Cancel; not an error. The message says where it stopped."""
 
 
 @dataclass(frozen=True)
+class LoraWeight:
+    """One LoRA of a recipe: a .safetensors in the models folder (or a Hugging Face id) and its weight."""
+
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class ImageParams:
-    """The recipe of one image: what a PNG carries and what restores it."""
+    """The recipe of one image: what a PNG carries and what restores it.
+
+    Every field added after the first release has a default that means "off", so older recipes restore.
+    """
 
     prompt: str
     negative_prompt: str = ""
@@ -148,6 +170,47 @@ class ImageParams:
     refiner_start: float = 0.8  # fraction of the steps after which the refiner takes over
     init_image: str | None = None  # img2img: path of the starting image; None: text-to-image
     strength: float = 0.75  # img2img: how much of the starting image is replaced by noise (1: all)
+    loras: tuple[LoraWeight, ...] = ()  # fused into the model while they stay the same
+    # Inpainting: redraw where the mask is white (or opaque); it is the start image's size.
+    mask_image: str | None = None
+    mask_blur: int = 4  # pixels of soft edge, so the new part blends in
+    inpaint_only_masked: bool = False  # redraw only the mask's surroundings at width×height, paste back
+    inpaint_padding: int = 32  # pixels of context around the mask with ``inpaint_only_masked``
+    # Outpainting: the start image (at width×height) gets a new strip on each side named, then filled.
+    outpaint: tuple[str, ...] = ()
+    outpaint_pixels: int = 128
+    # Hi-res fix: draw at width×height, upscale by ``hires_scale``, then a second pass at ``hires_strength``.
+    hires_scale: float = 1.0  # 1: off
+    hires_upscaler: str = "Latent"
+    hires_strength: float = 0.5
+    hires_steps: int = 0  # steps of the second pass; 0: the same as ``steps``
+    # ControlNet: a model that steers the layout from a control image (edges, depth, pose…).
+    controlnet: str = ""  # "": none
+    control_image: str | None = None
+    control_preprocessor: str = "none"
+    canny_low: int = 100
+    canny_high: int = 200
+    control_scale: float = 1.0
+    control_start: float = 0.0  # fraction of the steps where the ControlNet starts and stops steering
+    control_end: float = 1.0
+    # Upscale the finished image: Lanczos resampling, or a super-resolution model from the models folder.
+    upscale: float = 1.0  # 1: off
+    upscaler: str = PIXEL_UPSCALER
+
+    @property
+    def inpainting(self) -> bool:
+        return self.mask_image is not None or bool(self.outpaint)
+
+    def output_size(self) -> tuple[int, int]:
+        """The drawn size before the upscale: width×height, grown by outpainting or the hi-res fix (an
+        "only masked" inpaint keeps the start image's own size, which only the engine knows)."""
+        width, height = self.width, self.height
+        if self.outpaint:
+            width += self.outpaint_pixels * sum(d in self.outpaint for d in ("left", "right"))
+            height += self.outpaint_pixels * sum(d in self.outpaint for d in ("up", "down"))
+        if self.hires_scale > 1:
+            width, height = hires_size(width, height, self.hires_scale)
+        return width, height
 
     def check(self, max_side: int = 2048) -> None:
         if not self.prompt.strip():
@@ -178,6 +241,108 @@ class ImageParams:
                     f"{self.steps} steps with the refiner starting at {self.refiner_start} leave one of the two "
                     "models no step: raise the steps or move the refiner start."
                 )
+            if self.inpainting or self.controlnet or self.hires_scale > 1:
+                raise InputError(
+                    "The refiner works with text to image and image to image only: set Refiner to None for "
+                    "inpainting, outpainting, ControlNet or the hi-res fix."
+                )
+        self._check_loras()
+        self._check_inpaint(max_side)
+        self._check_hires(max_side)
+        self._check_control()
+        self.check_upscale()
+
+    def _check_loras(self) -> None:
+        if len(self.loras) > MAX_LORAS:
+            raise InputError(f"At most {MAX_LORAS} LoRAs at once, got {len(self.loras)}.")
+        names = [lora.name for lora in self.loras]
+        if any(not name.strip() for name in names) or len(set(names)) != len(names):
+            raise InputError("Each LoRA must be named, and named once.")
+        for lora in self.loras:
+            if not -4.0 <= lora.weight <= 4.0:
+                raise InputError(f"LoRA weights must be between -4 and 4; {lora.name} has {lora.weight}.")
+
+    def _check_inpaint(self, max_side: int) -> None:
+        if not self.inpainting:
+            return
+        what = "Outpainting" if self.outpaint else "Inpainting"
+        if self.init_image is None:
+            raise InputError(f"{what} needs a start image: drop one in Image to image.")
+        if not 0 <= self.mask_blur <= 64:
+            raise InputError(f"Mask blur must be between 0 and 64 pixels, got {self.mask_blur}.")
+        if not 0 <= self.inpaint_padding <= 256:
+            raise InputError(f"The padding around the mask must be between 0 and 256 pixels, got {self.inpaint_padding}.")
+        unknown = [d for d in self.outpaint if d not in OUTPAINT_DIRECTIONS]
+        if unknown or len(set(self.outpaint)) != len(self.outpaint):
+            raise InputError(f"Outpaint directions are {', '.join(OUTPAINT_DIRECTIONS)}, each once; got {list(self.outpaint)}.")
+        if self.outpaint:
+            if self.outpaint_pixels % 8 or not 8 <= self.outpaint_pixels <= 1024:
+                raise InputError(f"Outpainting adds a multiple of 8 between 8 and 1024 pixels, got {self.outpaint_pixels}.")
+            width, height = self.output_size()
+            limit = MAX_SOURCE_SIDE if self.inpaint_only_masked else max_side
+            if max(width, height) > limit:
+                raise InputError(
+                    f"Outpainting {self.outpaint_pixels} px to the {' and '.join(self.outpaint)} makes the image "
+                    f"{width}×{height}, past the {limit} px this model draws well: add fewer pixels or start smaller."
+                )
+
+    def _check_hires(self, max_side: int) -> None:
+        if self.hires_scale == 1:
+            return
+        if not 1.0 < self.hires_scale <= 4.0:
+            raise InputError(f"The hi-res fix scales by more than 1 and at most 4, got {self.hires_scale}.")
+        if self.init_image is not None:
+            raise InputError(
+                "The hi-res fix is for text to image: with a start image, set the size you want and the strength instead."
+            )
+        if self.hires_upscaler not in HIRES_UPSCALERS:
+            raise InputError(f"The hi-res upscaler is one of {', '.join(HIRES_UPSCALERS)}, got {self.hires_upscaler!r}.")
+        if not 0.0 < self.hires_strength <= 1.0:
+            raise InputError(f"The hi-res strength must be above 0 and at most 1, got {self.hires_strength}.")
+        if not 0 <= self.hires_steps <= 150:
+            raise InputError(f"Hi-res steps must be between 0 (same as Steps) and 150, got {self.hires_steps}.")
+        if int((self.hires_steps or self.steps) * self.hires_strength) < 1:
+            raise InputError("The hi-res pass has no step to run: raise its steps or its strength.")
+        width, height = self.output_size()
+        if max(width, height) > max_side:
+            raise InputError(
+                f"The hi-res fix at ×{self.hires_scale:g} makes {width}×{height}, past the {max_side} px this model "
+                "draws well: lower the scale, or use Upscale (no model pass) for the rest."
+            )
+
+    def _check_control(self) -> None:
+        if not self.controlnet:
+            return
+        if self.control_image is None:
+            raise InputError("ControlNet needs a control image: drop one under ControlNet, or set ControlNet to None.")
+        if self.control_preprocessor not in CONTROL_PREPROCESSORS:
+            raise InputError(f"The preprocessor is one of {', '.join(CONTROL_PREPROCESSORS)}, got {self.control_preprocessor!r}.")
+        if not 0 <= self.canny_low < self.canny_high <= 255:
+            raise InputError(f"Canny thresholds need 0 ≤ low < high ≤ 255, got {self.canny_low} and {self.canny_high}.")
+        if not 0.0 <= self.control_scale <= 2.0:
+            raise InputError(f"The ControlNet scale must be between 0 and 2, got {self.control_scale}.")
+        if not 0.0 <= self.control_start < self.control_end <= 1.0:
+            raise InputError(
+                f"ControlNet start and end need 0 ≤ start < end ≤ 1, got {self.control_start} and {self.control_end}."
+            )
+
+    def check_upscale(self) -> None:
+        if self.upscale == 1:
+            return
+        if not 1.0 < self.upscale <= 4.0:
+            raise InputError(f"Upscale by more than 1 and at most 4, got {self.upscale}.")
+        if not self.upscaler.strip():
+            raise InputError("Name the upscaler: Lanczos, or a super-resolution model from the models folder.")
+        width, height = self.output_size()
+        if max(width, height) * self.upscale > MAX_UPSCALED_SIDE:
+            raise InputError(
+                f"Upscaling {width}×{height} by {self.upscale:g} passes {MAX_UPSCALED_SIDE} px: choose a smaller factor."
+            )
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hi-res pass's size: scaled, rounded down to a multiple of 8 (what the VAE needs)."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
 def check_batch(batch_count: int, batch_size: int) -> None:
@@ -212,6 +377,9 @@ class ImageResult:
     seconds: float
     model_hash: str = ""  # A1111's short hash (first 10 hex digits of the weights' sha256)
     refiner_hash: str = ""
+    lora_hashes: tuple[str, ...] = ()  # one per ``params.loras``, same order
+    controlnet_hash: str = ""
+    upscaler_hash: str = ""  # a super-resolution model's; "" for Lanczos
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -246,6 +414,17 @@ class ImageEngine(Engine, Protocol):
         cancel: object | None = None,  # a threading.Event: set it to stop at the next step (raises Cancelled)
     ) -> list[ImageResult]:
         """Images that share every parameter but the seed, made in one pass."""
+
+    def loras(self) -> list[str]:
+        """LoRA names for the pickers (a Hugging Face id works too)."""
+
+    def controlnets(self) -> list[str]: ...
+
+    def upscalers(self) -> list[str]:
+        """"Lanczos", then the super-resolution models."""
+
+    def upscale_image(self, image: object, params: ImageParams, on_step: StepCallback | None = None, cancel: object | None = None) -> tuple[object, str]:
+        """A finished image upscaled as ``params.upscale``/``params.upscaler`` say; returns it and the upscaler's hash."""
 
 
 # ---------------------------------------------------------------- speech

@@ -102,6 +102,19 @@ class FakeImageEngine(_FakeBase):
     def models(self) -> list[str]:
         return list(self._models)
 
+    def loras(self) -> list[str]:
+        return ["fake-lora.safetensors"]
+
+    def controlnets(self) -> list[str]:
+        return ["fake-controlnet"]
+
+    def upscalers(self) -> list[str]:
+        return ["Lanczos"]
+
+    def upscale_image(self, image, params: ImageParams, on_step=None, cancel=None):
+        params.check_upscale()
+        return image.resize((round(image.width * params.upscale), round(image.height * params.upscale))), ""
+
     def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
         for name in (params.model, params.refiner):
             if name and name not in self._models:
@@ -137,9 +150,14 @@ class FakeImageEngine(_FakeBase):
                 raise Cancelled(f"Cancelled after step {step + 1} of {total}.")
         results = []
         for params in batch:
-            digest = hashlib.sha256(f"{params.prompt}|{params.seed}|{model}|{params.refiner}".encode()).digest()
-            image = Image.new("RGB", (params.width, params.height), tuple(digest[:3]))
-            results.append(ImageResult(image, replace(params, model=model), model, 0.0, model_hash=digest.hex()[:10]))
+            extras = f"{params.loras}|{params.mask_image is not None}|{params.controlnet}|{params.hires_scale}"
+            digest = hashlib.sha256(f"{params.prompt}|{params.seed}|{model}|{params.refiner}|{extras}".encode()).digest()
+            width, height = params.output_size()
+            image = Image.new("RGB", (round(width * params.upscale), round(height * params.upscale)), tuple(digest[:3]))
+            results.append(ImageResult(
+                image, replace(params, model=model), model, 0.0, model_hash=digest.hex()[:10],
+                lora_hashes=tuple(digest.hex()[10:20] for _ in params.loras), controlnet_hash=digest.hex()[20:30] if params.controlnet else "",
+            ))  # fmt: skip
         return results
 
 

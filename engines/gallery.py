@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engines.base import ImageResult
+from engines.base import IMAGE_INPUTS, ImageResult
 from engines.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
@@ -33,6 +33,7 @@ class Gallery:
     def __init__(self, folder: Path, include_guests: bool = False) -> None:
         self.folder = Path(folder)
         self.include_guests = include_guests
+        self._kept: dict[tuple[str, int, int], Path] = {}  # an input used again is not re-encoded again
 
     def folders(self) -> list[Path]:
         """Where this gallery's images are listed from (and may be selected from)."""
@@ -66,9 +67,10 @@ class Gallery:
         image = result.image
         assert isinstance(image, Image.Image)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if result.params.init_image:  # the recipe names the kept copy, so the image can be made again
-            kept = self.keep_source(result.params.init_image)
-            result = replace(result, params=replace(result.params, init_image=str(kept)))
+        # The recipe names kept copies of its input images (start, mask, control), so it can be made again.
+        kept = {name: str(self.keep_source(path)) for name in IMAGE_INPUTS if (path := getattr(result.params, name))}
+        if kept:
+            result = replace(result, params=replace(result.params, **kept))
         number = max((self._number(p) for p in self.folder.glob("*.png")), default=-1) + 1
         # Written whole under a hidden temporary name first: a crash mid-write never leaves half a PNG in the gallery.
         fd, partial = tempfile.mkstemp(prefix=".", suffix=".png.part", dir=self.folder)
@@ -86,15 +88,18 @@ class Gallery:
             os.unlink(partial)
 
     def keep_source(self, path: str | Path) -> Path:
-        """An img2img starting image, kept under ``sources/`` by its content's hash: the upload it came from
-        is a temporary file, and one source used for many images is kept once. It is re-encoded as PNG (and
-        named by the PNG's hash, so the same picture is kept once whatever file it came in): the folder is
-        served to browsers, and an upload named .html or .svg must never be served as itself."""
-        with Image.open(path) as image:
-            image.load()
-            clean = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+        """An input image (img2img start, mask, control image), kept under ``sources/`` as PNG by its content's
+        hash: the upload it came from is a temporary file, and one source used for many images is kept once.
+        Re-encoded, so whatever was uploaded, only plain pixels are stored."""
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in self._kept and self._kept[key].is_file():
+            return self._kept[key]
         buffer = io.BytesIO()
-        clean.save(buffer, format="PNG")
+        with Image.open(path) as im:
+            im.load()
+            keep = im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+            keep.save(buffer, format="PNG")
         data = buffer.getvalue()
         target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")
         if not target.exists():
@@ -102,6 +107,7 @@ class Gallery:
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")
             partial.write_bytes(data)
             partial.replace(target)  # atomic: a reader never sees half a file
+        self._kept[key] = target
         return target
 
     def source(self, name: str) -> Path | None:

@@ -1,4 +1,5 @@
-"""Text-to-image and image-to-image with diffusers, with an optional refiner and step previews.
+"""Text-to-image, image-to-image and inpainting with diffusers; LoRAs, ControlNet, a refiner or a hi-res
+fix, an upscale after; step previews throughout.
 
 A model is a Hugging Face repo id (downloaded into the standard cache), a diffusers folder or one
 .safetensors checkpoint. Pipelines stay resident (the base and its refiner) in fp16 on CUDA, float32
@@ -16,8 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engines import image_models
+from engines import image_models, image_upscale
 from engines.base import (
+    PIXEL_UPSCALER,
     SAMPLERS as SAMPLER_NAMES,
     Cancelled,
     EngineError,
@@ -30,6 +32,9 @@ from engines.base import (
     StepCallback,
     check_batch,
 )
+from engines.image_control import load_controlnet
+from engines.image_lora import LoraState, ResolvedLora, check_lora_family
+from engines.image_run import Addons, Inputs, StepReporter, Stop, read_inputs, run
 from engines.image_models import MAX_SIDE, is_xl
 from engines.tiny_pipeline import ensure_tiny_pipeline, is_demo_pipeline
 
@@ -76,11 +81,17 @@ class _Model:
     demo: bool
     pipe: object
     scheduler_config: object
-    derived: dict = field(default_factory=dict)  # "img2img" -> a pipeline sharing this one's modules
+    derived: dict = field(default_factory=dict)  # (mode, controlnet) -> a pipeline sharing this one's modules
+    lora: LoraState = field(default_factory=LoraState)
+    controlnet: tuple | None = None  # (name, ControlNetModel, hash): one resident per model
 
+    @property
+    def cross_dim(self) -> int:
+        return int(self.pipe.unet.config.cross_attention_dim)
 
-class _Stop(Exception):
-    pass
+    @property
+    def inpaint_unet(self) -> bool:
+        return self.pipe.unet.config.in_channels == 9
 
 
 class DiffusersImageEngine:
@@ -133,6 +144,17 @@ class DiffusersImageEngine:
         names += [name for name in self._resident if name not in names]
         return names
 
+    def loras(self) -> list[str]:
+        """LoRA files in the models folder (a Hugging Face id works too)."""
+        return list(image_models.local_assets(self.models_dir, "lora"))
+
+    def controlnets(self) -> list[str]:
+        return list(image_models.local_assets(self.models_dir, "controlnet"))
+
+    def upscalers(self) -> list[str]:
+        """Lanczos, then the super-resolution models in the models folder."""
+        return [PIXEL_UPSCALER, *image_models.local_assets(self.models_dir, "upscaler")]
+
     def _source(self, name: str) -> str:
         if name in ("", self.display_name):
             return self.model
@@ -140,6 +162,9 @@ class DiffusersImageEngine:
         local = image_models.local_models(self.models_dir)
         if name in local:
             return str(local[name])
+        upscalers = image_models.local_assets(self.models_dir, "upscaler")
+        if name in upscalers:
+            return str(upscalers[name])
         if Path(name).exists() or image_models.REPO_ID.match(name):
             return name
         raise InputError(f"Unknown image model {name!r}: pick one from the list, or give a Hugging Face repo id.")
@@ -149,11 +174,13 @@ class DiffusersImageEngine:
             self._model(self._active, progress)
 
     def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
+        """Load (downloading if needed) the model, refiner, LoRAs, ControlNet and upscaler ``params`` name."""
         with self._lock:
             base = self._model(params.model or self.display_name, progress)
             self._active = base.name
             if params.refiner:
                 self._model(params.refiner, progress, keep=base.name)
+            self._addons(params, base, progress)
 
     def unload(self) -> None:
         with self._lock:
@@ -209,7 +236,8 @@ class DiffusersImageEngine:
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise EngineError(f"{path} is not a diffusers model folder: it has no model_index.json.")
-            family = image_models.detect_family(path)
+            upscaler = image_models.folder_kind(path) == "upscaler"
+            family = "sd-upscaler" if upscaler else image_models.detect_family(path)
             pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, variant=variant)
         elif path.suffix.lower() != ".safetensors":
             raise InputError(f"{path.name}: image models must be a .safetensors file or a diffusers folder.")
@@ -240,33 +268,127 @@ class DiffusersImageEngine:
 
     def _warm_up(self, entry: _Model, progress: ProgressCallback | None) -> None:
         """torch.compile works on the first call; do it now, with the progress bar saying so."""
-        if entry.family == "sdxl-refiner":
+        if entry.family in ("sdxl-refiner", "sd-upscaler") or entry.inpaint_unet:
             return
         side = 1024 if is_xl(entry.family) else 512
         if progress:
             progress(None, f"Compiling {entry.name} for {side}×{side} (first time only, can take minutes)…")
         params = ImageParams("warm-up", width=side, height=side, steps=2, seed=0, model=entry.name)
-        self._run([params], entry, None, None, None, None, None)
+        run(self, [params], entry, None, Inputs(), Addons([], None, None), None, None, None)
 
     # ------------------------------------------------------------ generation
 
-    def _scheduler(self, entry: _Model, sampler: str):
+    def scheduler(self, entry: _Model, sampler: str):
         import diffusers
 
         class_name, options = SAMPLERS[sampler]
         return getattr(diffusers, class_name).from_config(entry.scheduler_config, **options)
 
-    def _img2img(self, entry: _Model):
-        if "Img2Img" in type(entry.pipe).__name__:
+    def pipeline(self, entry: _Model, mode: str, controlnet: tuple | None = None):
+        """The model's pipeline for "txt2img", "img2img" or "inpaint", with a ControlNet or not; derived ones
+        share the model's modules (from_pipe), so they cost no memory but the ControlNet."""
+        own = type(entry.pipe).__name__
+        native = {"txt2img": "Img2Img" not in own and "Inpaint" not in own, "img2img": "Img2Img" in own, "inpaint": "Inpaint" in own}
+        if controlnet is None and native[mode]:
             return entry.pipe
-        if "img2img" not in entry.derived:
-            from diffusers import AutoPipelineForImage2Image
+        key = (mode, controlnet[0] if controlnet else "")
+        if key not in entry.derived:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
-            entry.derived["img2img"] = AutoPipelineForImage2Image.from_pipe(entry.pipe)
-            entry.derived["img2img"].set_progress_bar_config(disable=True)
-        return entry.derived["img2img"]
+            auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}[mode]
+            pipe = auto.from_pipe(entry.pipe, **({"controlnet": controlnet[1]} if controlnet else {}))
+            pipe.set_progress_bar_config(disable=True)
+            entry.derived[key] = pipe
+        return entry.derived[key]
 
-    def _preview(self, latents, xl: bool):
+    def img2img(self, entry: _Model):
+        return self.pipeline(entry, "img2img")
+
+    # ------------------------------------------------------------ add-ons: LoRAs, ControlNet, upscaler
+
+    def _addons(self, params: ImageParams, base: _Model, progress: ProgressCallback | None) -> Addons:
+        loras = [self._lora(lora.name, lora.weight, base, progress) for lora in params.loras]
+        controlnet = self._controlnet(params.controlnet, base, progress) if params.controlnet else None
+        upscaler = None
+        if params.upscale > 1 and params.upscaler != PIXEL_UPSCALER:
+            upscaler = self._upscaler(params.upscaler, progress, keep=base.name)
+        return Addons(loras, controlnet, upscaler)
+
+    def _addon_path(self, name: str, kind: str, label: str, progress: ProgressCallback | None) -> Path:
+        """A LoRA or ControlNet by its name in the models folder, or by Hugging Face id (downloaded once).
+        Never an arbitrary path: names come from the page and the API."""
+        local = image_models.local_assets(self.models_dir, kind)
+        if name in local:
+            return local[name]
+        image_models.refuse_pickle(name)
+        if name.count("/") >= 1 and image_models.REPO_ID.match("/".join(name.split("/")[:2])):
+            return image_models.download_file_model(name, progress, label)
+        raise InputError(f"Unknown {label} {name!r}: pick one from the models folder, or give a Hugging Face id.")
+
+    def _lora(self, name: str, weight: float, base: _Model, progress) -> ResolvedLora:
+        path = self._addon_path(name, "lora", "LoRA", progress)
+        check_lora_family(name, path, base.name, base.cross_dim)
+        return ResolvedLora(name, path, self._hashes.short_hash(path, progress), weight)
+
+    def _controlnet(self, name: str, base: _Model, progress) -> tuple:
+        if base.controlnet is not None and base.controlnet[0] == name:
+            return base.controlnet
+        path = self._addon_path(name, "controlnet", "ControlNet", progress)
+        if progress:
+            progress(None, f"Loading ControlNet {name}…")
+        import torch
+
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        model = load_controlnet(name, path, dtype, self.device, base.name, base.cross_dim)
+        # One ControlNet per model: the pipelines built around the old one go with it.
+        base.derived = {key: pipe for key, pipe in base.derived.items() if not key[1]}
+        base.controlnet = (name, model, self._hashes.short_hash(path, progress))
+        self._free_memory()
+        return base.controlnet
+
+    def _upscaler(self, name: str, progress, keep: str) -> _Model:
+        if name not in image_models.local_assets(self.models_dir, "upscaler"):
+            raise InputError(
+                f"Unknown upscaler {name!r}: choose {PIXEL_UPSCALER}, or a super-resolution model in the models folder."
+            )
+        return self._model(name, progress, keep=keep)
+
+    def upscale_image(self, image, params: ImageParams, on_step: StepCallback | None = None, cancel=None) -> tuple[object, str]:
+        """A finished image made bigger as ``params.upscale`` and ``params.upscaler`` say (its prompt and seed
+        steer a super-resolution model). Returns the image and the upscaler's hash."""
+        if params.upscale == 1:
+            raise InputError("Choose a factor above 1 to upscale.")
+        params = replace(params, width=image.width, height=image.height, hires_scale=1.0, outpaint=(), init_image=None, mask_image=None)
+        params.check_upscale()
+        with self._lock:
+            if params.upscaler == PIXEL_UPSCALER:
+                return image_upscale.lanczos([image], *image_upscale.scaled(image.size, params.upscale))[0], ""
+            model = self._upscaler(params.upscaler, None, keep=self._active)
+            steps = StepReporter(on_step, None, cancel, [], self.preview)
+            steps.expect(image_upscale.SR_STEPS)
+            try:
+                out = image_upscale.super_resolve(model.pipe, [image.convert("RGB")], params.prompt, [max(params.seed, 0)], params.upscale, steps.legacy)
+            except Stop as stop:
+                raise Cancelled(str(stop)) from None
+            except (ValueError, TypeError, RuntimeError) as e:  # torch's out of memory is a RuntimeError too
+                self._free_memory()
+                raise EngineError(f"The upscale with {params.upscaler} failed: {e}") from e
+            return out[0], model.hash
+
+    def _apply_loras(self, entry: _Model, loras: list[ResolvedLora]) -> None:
+        # Fused q/k/v projections are built from the separate ones: rebuild them around the LoRAs.
+        fused_qkv = self.speed.fuse_qkv and hasattr(entry.pipe, "unfuse_qkv_projections")
+        if tuple((lora.hash, lora.weight) for lora in loras) == entry.lora.key:
+            return
+        if fused_qkv:
+            entry.pipe.unfuse_qkv_projections()
+        try:
+            entry.lora.apply(entry.pipe, loras)
+        finally:
+            if fused_qkv:
+                entry.pipe.fuse_qkv_projections()
+
+    def preview(self, latents, xl: bool):
         """A small RGB picture of the first image's latents: a linear map at latent size (the page scales it
         up), or TAESD at full size when asked for."""
         import torch
@@ -321,7 +443,7 @@ class DiffusersImageEngine:
         if any(replace(p, seed=0) != replace(first, seed=0) for p in batch):
             raise InputError("The images of one batch must share every parameter but the seed.")
         batch = [replace(p, seed=secrets.randbelow(2**32)) if p.seed == -1 else p for p in batch]
-        init = open_image(first.init_image, first.width, first.height) if first.init_image else None
+        inputs = read_inputs(first)  # pictures are checked before any model is touched
         import torch
 
         with self._lock:
@@ -329,14 +451,15 @@ class DiffusersImageEngine:
             refiner = self._model(first.refiner, None, keep=base.name) if first.refiner else None
             self._active = base.name
             first.check(MAX_SIDE.get(base.family, 2048))
-            if base.family == "sdxl-refiner" and init is None:
-                raise InputError(f"{base.name} is an SDXL refiner: use it as the refiner, or give it a starting image.")
+            self._check_model_fits(base, first, inputs)
+            addons = self._addons(first, base, None)
+            self._apply_loras(base, addons.loras)
             self._load_taesd(is_xl(base.family))
             started = time.perf_counter()
             oom = False
             try:
-                images = self._run(batch, base, refiner, init, on_step, on_preview, cancel)
-            except _Stop as stop:
+                images = run(self, batch, base, refiner, inputs, addons, on_step, on_preview, cancel)
+            except Stop as stop:
                 raise Cancelled(str(stop)) from None
             except torch.OutOfMemoryError:
                 oom = True  # freed below, outside this block: its traceback still holds the tensors
@@ -358,102 +481,23 @@ class DiffusersImageEngine:
                 seconds=seconds,
                 model_hash=base.hash,
                 refiner_hash=refiner.hash if refiner else "",
+                lora_hashes=tuple(lora.hash for lora in addons.loras),
+                controlnet_hash=addons.controlnet[2] if addons.controlnet else "",
+                upscaler_hash=addons.upscaler.hash if addons.upscaler else "",
             )
             for p, image in zip(batch, images)
         ]
 
-    def _run(self, batch, base: _Model, refiner: _Model | None, init, on_step, on_preview, cancel) -> list:
-        import torch
-
-        p = batch[0]
-        n = len(batch)
-        latent_handoff = refiner is not None and is_xl(base.family) and is_xl(refiner.family)
-        # Steps each phase will run, for an honest progress total (the pipeline tells the exact count).
-        base_steps = int(p.steps * p.strength) if init is not None else p.steps
-        if latent_handoff:
-            later = [p.steps - round(p.steps * p.refiner_start)]
-        elif refiner is not None:
-            later = [int(p.steps * (1 - p.refiner_start))]
-        else:
-            later = []
-        steps = _StepReporter(on_step, on_preview, cancel, later, self._preview)
-
-        def call(entry: _Model, pipe, **kwargs):
-            pipe.scheduler = self._scheduler(entry, p.sampler)  # fresh: schedulers keep per-run state
-            steps.xl = is_xl(entry.family)
-            out = pipe(
-                prompt=[p.prompt] * n,
-                negative_prompt=[p.negative_prompt] * n if p.negative_prompt else None,
-                num_inference_steps=p.steps,
-                guidance_scale=p.guidance,
-                # Seeded on the CPU so a seed gives the same image on every device; one per image
-                # so each image of a batch can be made again alone from its own seed.
-                generator=[torch.Generator(device="cpu").manual_seed(q.seed) for q in batch],
-                callback_on_step_end=steps.callback,
-                **kwargs,
-            ).images
-            steps.next_phase()
-            return out
-
-        if init is not None:
-            first_pipe, first_kwargs = self._img2img(base), {"image": [init] * n, "strength": p.strength}
-        else:
-            first_pipe, first_kwargs = base.pipe, {"width": p.width, "height": p.height}
-        steps.expect(base_steps)
-        if latent_handoff:
-            latents = call(base, first_pipe, denoising_end=p.refiner_start, output_type="latent", **first_kwargs)
-            return call(refiner, self._img2img(refiner), image=latents, denoising_start=p.refiner_start)
-        images = call(base, first_pipe, **first_kwargs)
-        if refiner is None:
-            return images
-        return call(refiner, self._img2img(refiner), image=images, strength=1 - p.refiner_start)
-
-
-class _StepReporter:
-    """Counts steps across the phases of one run, sends previews, and stops at the next step on Cancel."""
-
-    def __init__(self, on_step, on_preview, cancel, later: list[int], preview) -> None:
-        self.on_step, self.on_preview, self.cancel, self.later, self.preview = on_step, on_preview, cancel, later, preview
-        self.done = 0  # steps finished in earlier phases
-        self.expected = 0
-        self.xl = False
-
-    def expect(self, steps: int) -> None:
-        self.expected = steps
-
-    def next_phase(self) -> None:
-        self.done += self.expected
-        self.expected = self.later.pop(0) if self.later else 0
-
-    def callback(self, pipeline, step: int, timestep, callback_kwargs: dict) -> dict:
-        self.expected = getattr(pipeline, "num_timesteps", None) or self.expected
-        done, total = self.done + step + 1, self.done + self.expected + sum(self.later)
-        if self.on_step:
-            self.on_step(done, total)
-        if self.on_preview and "latents" in callback_kwargs:
-            self.on_preview(self.preview(callback_kwargs["latents"], self.xl))
-        if self.cancel is not None and self.cancel.is_set() and done < total:
-            raise _Stop(f"Cancelled after step {done} of {total}.")
-        return callback_kwargs
-
-
-def open_image(path: str, width: int, height: int):
-    """The img2img starting image as RGB at the requested size; anything PIL cannot read is an InputError."""
-    from PIL import Image, UnidentifiedImageError
-
-    name = Path(path).name
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise InputError(f"{name} is not an image that can be read (PNG, JPEG, WebP…).") from e
-    except OSError as e:
-        raise InputError(f"{name} could not be read as an image: {e}") from e
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
-    return image
-
+    def _check_model_fits(self, base: _Model, p: ImageParams, inputs: Inputs) -> None:
+        if base.family == "sd-upscaler":
+            raise InputError(f"{base.name} is a super-resolution model: choose it as the upscaler under Upscale.")
+        if base.family == "sdxl-refiner" and inputs.init is None and inputs.job is None:
+            raise InputError(f"{base.name} is an SDXL refiner: use it as the refiner, or give it a starting image.")
+        if base.inpaint_unet and inputs.job is None:
+            raise InputError(
+                f"{base.name} is an inpainting model: give it a start image and paint a mask (or outpaint), "
+                "or pick another model."
+            )
 
 def load_tiny_demo(data_dir: Path, device: str = "cpu", **options) -> DiffusersImageEngine:
     """The engine on the tiny random-weight pipeline, built under ``data_dir`` on first use.

@@ -73,12 +73,15 @@ def detect_family(source: Path, keys: list[str] | None = None) -> str:
 
 
 def weights_file(source: Path) -> Path | None:
-    """The file whose hash names the model: the checkpoint itself, or a diffusers folder's UNet weights."""
+    """The file whose hash names the model: the checkpoint itself, or a diffusers folder's UNet weights
+    (a ControlNet folder's own weights)."""
     if source.is_file():
         return source
-    unet = source / "unet"
-    candidates = sorted(unet.glob("diffusion_pytorch_model*.safetensors")) + sorted(unet.glob("*.safetensors.index.json"))
-    return candidates[0] if candidates else None
+    for folder in (source / "unet", source):
+        candidates = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) + sorted(folder.glob("*.safetensors.index.json"))
+        if candidates:
+            return candidates[0]
+    return None
 
 
 class HashCache:
@@ -122,19 +125,71 @@ class HashCache:
         return self._known[key]
 
 
-def local_models(models_dir: Path | None) -> dict[str, Path]:
-    """Diffusers folders and .safetensors files directly in the models folder, by name."""
+# What a models folder holds, told apart by the files' own contents (one folder, as in Draw Things).
+KINDS = ("checkpoint", "lora", "controlnet", "upscaler")
+_kind_cache: dict[tuple[str, int, int], str] = {}
+
+
+def safetensors_kind(path: Path) -> str | None:
+    """checkpoint, lora or controlnet, from the tensor names in the header (cached by size and time); None
+    for a file that is not readable safetensors."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _kind_cache:
+        try:
+            keys = safetensors_keys(path)
+        except EngineError:
+            return None
+        if any("lora_" in k or ".lora." in k or "lora.down" in k for k in keys):
+            kind = "lora"
+        elif any(k.startswith("control_model.") or "controlnet_cond_embedding" in k for k in keys):
+            kind = "controlnet"
+        else:
+            kind = "checkpoint"
+        _kind_cache[key] = kind
+    return _kind_cache[key]
+
+
+def folder_kind(path: Path) -> str | None:
+    """checkpoint or upscaler for a diffusers pipeline folder, controlnet for a ControlNet model folder."""
+    if (path / "model_index.json").is_file():
+        try:
+            cls = json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", "")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return "upscaler" if cls == "StableDiffusionUpscalePipeline" else "checkpoint"
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            cls = json.loads(config.read_text(encoding="utf-8")).get("_class_name", "")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return "controlnet" if cls == "ControlNetModel" else None
+    return None
+
+
+def local_assets(models_dir: Path | None, kind: str) -> dict[str, Path]:
+    """Entries of one kind directly in the models folder, by name (sorted, hidden ones left out)."""
     found: dict[str, Path] = {}
     if models_dir is None or not models_dir.is_dir():
         return found
     for child in sorted(models_dir.iterdir(), key=lambda p: p.name.lower()):
         if child.name.startswith("."):
             continue
-        if child.is_dir() and (child / "model_index.json").is_file():
-            found[child.name] = child
+        if child.is_dir():
+            child_kind = folder_kind(child)
         elif child.is_file() and child.suffix.lower() == ".safetensors":
+            child_kind = safetensors_kind(child)
+        else:
+            continue
+        if child_kind == kind:
             found[child.name] = child
     return found
+
+
+def local_models(models_dir: Path | None) -> dict[str, Path]:
+    """Checkpoints (diffusers folders and .safetensors files) directly in the models folder, by name."""
+    return local_assets(models_dir, "checkpoint")
 
 
 def cached_hub_models() -> list[str]:
@@ -221,3 +276,44 @@ class _Null:
     def flush(self) -> None:
         pass
 
+
+
+def download_file_model(name: str, progress: ProgressCallback | None, kind: str) -> Path:
+    """A LoRA or ControlNet by Hugging Face id, into the standard cache: ``owner/repo/file.safetensors`` names
+    one file; ``owner/repo`` takes the repo's only .safetensors (a LoRA), or its diffusers ControlNet folder."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    parts = name.strip().split("/")
+    if len(parts) < 2 or not all(parts):
+        raise InputError(f"A {kind} from the hub is named owner/repo or owner/repo/file.safetensors, got {name!r}.")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
+    check_repo_id(repo_id)
+    if filename is not None:
+        refuse_pickle(filename)
+        if not filename.endswith(".safetensors"):
+            raise InputError(f"{filename}: a {kind} must be a .safetensors file.")
+    with hub_errors(repo_id, filename, offline_hint=f"Put the {kind} in the models folder instead."):
+        if progress:
+            progress(None, f"Downloading {name}…")
+        if filename is not None:
+            return Path(hf_hub_download(repo_id, filename))
+        try:
+            files = HfApi().list_repo_files(repo_id)
+        except Exception:
+            files = None  # offline: what the cache holds
+        if kind == "ControlNet" and (files is None or "config.json" in files):
+            weights = [f for f in (files or []) if "/" not in f and f.startswith("diffusion_pytorch_model") and f.endswith(".safetensors")]
+            if files is not None and not weights:
+                raise InputError(f"{repo_id} has no .safetensors ControlNet weights (pickled weights are not loaded).")
+            plain = [f for f in weights if ".fp16." not in f] or weights
+            allow = ["config.json", *plain] if files is not None else None
+            return Path(snapshot_download(repo_id, allow_patterns=allow, local_files_only=files is None))
+        tensors = [f for f in (files or []) if f.endswith(".safetensors")]
+        if files is None:
+            tensors = ["pytorch_lora_weights.safetensors"]
+        if len(tensors) > 1 and "pytorch_lora_weights.safetensors" in tensors:
+            tensors = ["pytorch_lora_weights.safetensors"]
+        if len(tensors) != 1:
+            listed = ", ".join(tensors[:6]) or "none"
+            raise InputError(f"{repo_id} holds {len(tensors)} .safetensors files ({listed}): name one as {repo_id}/<file>.")
+        return Path(hf_hub_download(repo_id, tensors[0], local_files_only=files is None))

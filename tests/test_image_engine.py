@@ -323,7 +323,7 @@ def test_sdxl_refiner_takes_over_the_latents(sdxl_engine, monkeypatch):
     params = replace(SMALL, steps=10, model="melange-tiny-sdxl", refiner="melange-tiny-sdxl", refiner_start=0.7)
     engine.prepare(params)
     pipe = engine._resident["melange-tiny-sdxl"].pipe
-    img2img_cls = type(engine._img2img(engine._resident["melange-tiny-sdxl"]))
+    img2img_cls = type(engine.img2img(engine._resident["melange-tiny-sdxl"]))
     for cls in (type(pipe), img2img_cls):
         original = cls.__call__
 

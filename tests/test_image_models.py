@@ -48,3 +48,43 @@ def test_a_missing_repo_or_one_with_only_pickles_gets_a_clear_message(hub, tmp_p
     assert missing["error"] == "InputError" and "No model repo 'someone/nothing'" in missing["message"]
     pickles = download("someone/pickles-only")
     assert pickles["error"] == "InputError" and "someone/pickles-only cannot be used" in pickles["message"], pickles
+
+
+@pytest.fixture(scope="module")
+def addon_hub(tmp_path_factory):
+    from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora
+
+    folder = tmp_path_factory.mktemp("addons")
+    lora = build_tiny_lora(folder / "lora.safetensors")
+    controlnet = build_tiny_controlnet(folder / "cn")
+    hub = FakeHub({
+        "someone/tiny-lora": {"pytorch_lora_weights.safetensors": lora.read_bytes(), "README.md": b"# a LoRA"},
+        "someone/two-loras": {"a.safetensors": lora.read_bytes(), "b.safetensors": lora.read_bytes()},
+        "someone/tiny-controlnet": {p.name: p.read_bytes() for p in controlnet.iterdir()} | {"diffusion_pytorch_model.bin": b"pickle"},
+    })  # fmt: skip
+    yield hub
+    hub.close()
+
+
+def test_loras_and_controlnets_by_hub_id_are_downloaded_and_used(addon_hub, tmp_path):
+    code = (
+        "import json\n"
+        "from engines.base import ImageParams, LoraWeight\n"
+        "from engines.image_diffusers import load_tiny_demo\n"
+        f"engine = load_tiny_demo({str(tmp_path / 'data')!r})\n"
+        "from PIL import Image\n"
+        f"Image.new('RGB', (64, 64), (200, 10, 10)).save({str(tmp_path / 'start.png')!r})\n"
+        "p = ImageParams('a fox', width=64, height=64, steps=2, seed=3, loras=(LoraWeight('someone/tiny-lora', 0.5),),\n"
+        f"                controlnet='someone/tiny-controlnet', control_image={str(tmp_path / 'start.png')!r})\n"
+        "r = engine.generate(p)\n"
+        "two = engine.generate(ImageParams('a fox', width=64, height=64, steps=2, loras=(LoraWeight('someone/two-loras/b.safetensors'),)))\n"
+        "print(json.dumps({'lora': r.lora_hashes, 'cn': r.controlnet_hash, 'two': two.lora_hashes}))\n"
+    )
+    result = addon_hub.run(code, tmp_path / "hf")
+    assert len(result["lora"][0]) == 10 and len(result["cn"]) == 10 and result["two"] == result["lora"]
+    files = sorted(p.name for p in (tmp_path / "hf").rglob("*") if p.is_file() and "snapshots" in str(p))
+    assert "diffusion_pytorch_model.bin" not in files, "pickles are never fetched"
+    ambiguous = addon_hub.run(
+        calling("__import__('engines.image_models', fromlist=['x']).download_file_model('someone/two-loras', None, 'LoRA')"), tmp_path / "hf"
+    )
+    assert ambiguous["error"] == "InputError" and "name one as someone/two-loras/<file>" in ambiguous["message"]

@@ -17,11 +17,13 @@ from engines.gallery import Gallery
 from ui import image
 
 CONTROLS = list(inspect.signature(image.read_controls).parameters)
-DEFAULTS = dict(
+# The add-ons' controls (LoRAs, mask, hi-res fix, ControlNet, upscale) default to off.
+OFF = {n: p.default for n, p in inspect.signature(image.read_controls).parameters.items() if p.default is not inspect.Parameter.empty}
+DEFAULTS = dict(**OFF, **dict(
     model="fake-colour", prompt="a red fox", negative_prompt="", width=64, height=64, steps=4, guidance=7.0,
     sampler="Euler", seed=42, seed_mode="fixed", batch_count=1, batch_size=1, refiner=image.NO_REFINER,
     refiner_start=0.8, init_image=None, strength=0.75,
-)  # fmt: skip
+))  # fmt: skip
 
 
 def run(tmp_path, engine=None, cancel=None, **overrides) -> list[tuple]:
@@ -126,13 +128,36 @@ def test_cancel_stops_the_run_and_says_so(tmp_path):
         ({"seed_mode": "sometimes"}, "Seed mode"),
         ({"model": "no-such-model"}, "Unknown image model"),
         ({"refiner": "fake-refiner", "refiner_start": 1.0}, "Refiner start"),
-        ({"init_image": "x.png", "strength": 0.0}, "Strength"),
+        ({"init_image": "START", "strength": 0.0}, "Strength"),
+        # The add-ons: LoRA, mask, outpainting, hi-res fix, ControlNet, upscale.
+        ({"lora_1": "fake-lora.safetensors", "lora_weight_1": 9.0}, "LoRA weights must be between -4 and 4"),
+        ({"lora_1": "a.safetensors", "lora_2": "a.safetensors"}, "named once"),
+        ({"mask": "START"}, "needs a start image"),
+        ({"mask": "NOT_AN_IMAGE", "init_image": "START"}, "The mask .* is not an image"),
+        ({"init_image": "START", "outpaint": ["left", "right"], "outpaint_pixels": 1024, "width": 2048}, "past the 2048 px"),
+        ({"init_image": "START", "outpaint": ["sideways"]}, "Outpaint directions"),
+        ({"init_image": "START", "outpaint": ["up"], "outpaint_pixels": 12}, "multiple of 8"),
+        ({"hires_scale": 2.0, "init_image": "START"}, "hi-res fix is for text to image"),
+        ({"hires_scale": 8.0}, "at most 4"),
+        ({"hires_scale": 2.0, "width": 1536}, "makes 3072×128, past the 2048 px"),
+        ({"hires_scale": 2.0, "refiner": "fake-refiner", "steps": 10}, "Refiner to None"),
+        ({"controlnet": "fake-controlnet"}, "needs a control image"),
+        ({"controlnet": "fake-controlnet", "control_image": "NOT_AN_IMAGE"}, "The control image .* is not an image"),
+        ({"controlnet": "fake-controlnet", "control_image": "START", "control_start": 0.9, "control_end": 0.2}, "start < end"),
+        ({"upscale": 5.0}, "at most 4"),
+        ({"init_image": "NOT_AN_IMAGE"}, "The start image .* is not an image"),
+        ({"init_image": "/etc/passwd"}, "is not an image"),
     ],
 )
 def test_bad_image_input_gets_a_clear_message(tmp_path, overrides, message):
+    files = {"START": tmp_path / "start.png", "NOT_AN_IMAGE": tmp_path / "notes.png"}
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(files["START"])
+    files["NOT_AN_IMAGE"].write_text("not an image")
+    overrides = {k: str(files[v]) if isinstance(v, str) and v in files else v for k, v in overrides.items()}
+    out = tmp_path / "gallery"
     with pytest.raises(gr.Error, match=message):
-        run(tmp_path, **overrides)
-    assert list(tmp_path.iterdir()) == []
+        run(out, **overrides)
+    assert not out.exists(), "nothing is saved"
 
 
 def test_restore_puts_every_control_back(tmp_path):
@@ -143,7 +168,7 @@ def test_restore_puts_every_control_back(tmp_path):
     restored = dict(zip(image.RESTORED, values))
     for key, value in {**DEFAULTS, **settings}.items():
         if key in restored:
-            assert restored[key] == value, key
+            assert restored[key] == (list(value) if isinstance(value, tuple) else value), key
     assert restored["size"] == image.CUSTOM and "seed 99" in info
     # ...and they make the same image again.
     again = final(run(tmp_path, **{k: restored.get(k, DEFAULTS[k]) for k in CONTROLS}))["result"]

@@ -77,6 +77,13 @@ class Limits:
             )
 
 
+def gradio_cache() -> str:
+    """Where Gradio keeps uploads and the files it makes from a request's data (its names carry a secret hash)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
 def _smaller(a: float | None, b: float | None) -> float | None:
     values = [v for v in (a, b) if v is not None]
     return min(values) if values else None
@@ -100,15 +107,21 @@ class Access:
         return [self.data_dir / a for a in ("images", "recordings", "exports")] if self.data_dir else []
 
     def checked_file(self, principal: Principal, path: str | None, what: str = "file") -> str | None:
-        """``path`` when its caller may read it: their own upload, or one of their own files in the data
-        folders (the host: anyone's). Anything else is 'not found', whatever exists there."""
+        """``path`` when its caller may read it: their own upload, one of their own files in the data folders
+        (the host: anyone's), or a file Gradio made while reading this very request (an image editor's layers)
+        in its cache, unless it is someone else's upload. Anything else is 'not found', whatever exists there."""
         if not path:
             return None
-        if self.uploads.owns(principal.owner, path):
+        if not isinstance(path, str | Path):
+            raise gr.Error(f"The {what} must be a file.", title="Check your input")
+        owners = self.uploads.owner_of(path)
+        if principal.owner in owners:
             return path
         for area in self.areas():
             if inside(path, area) and (principal.is_host or inside(path, self.folder(area.name, principal))):
                 return path
+        if not owners and inside(path, gradio_cache()):
+            return path
         raise gr.Error(
             f"The {what} {Path(str(path)).name!r} was not found among your uploads: upload it first.", title="Not found"
         )

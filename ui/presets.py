@@ -35,6 +35,12 @@ class ChatPreset(_Preset):
     max_tokens: int = Field(512, ge=16, le=4096)
 
 
+class PresetLora(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=-4.0, le=4.0)
+
+
 class ImagePreset(_Preset):
     model: str | None = None  # a model name, folder, .safetensors file or repo id; None keeps the current one
     sampler: Literal[SAMPLERS] = "Euler"
@@ -45,6 +51,24 @@ class ImagePreset(_Preset):
     negative_prompt: str = ""
     refiner: str | None = None  # a second model that finishes the image
     refiner_start: float = Field(0.8, gt=0.0, lt=1.0)
+    # The image panel's add-ons (issue #14); each is off unless a preset names it.
+    loras: list[PresetLora] = Field(default_factory=list, max_length=4)
+    strength: float = Field(0.75, gt=0.0, le=1.0)
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpaint_only_masked: bool = False
+    inpaint_padding: int = Field(32, ge=0, le=256)
+    outpaint_pixels: int = Field(128, ge=8, le=1024, multiple_of=8)
+    hires_scale: float = Field(1.0, ge=1.0, le=4.0)
+    hires_upscaler: Literal["Latent", "Lanczos"] = "Latent"
+    hires_strength: float = Field(0.5, gt=0.0, le=1.0)
+    hires_steps: int = Field(0, ge=0, le=150)
+    controlnet: str | None = None
+    control_preprocessor: Literal["none", "canny"] = "none"
+    control_scale: float = Field(1.0, ge=0.0, le=2.0)
+    control_start: float = Field(0.0, ge=0.0, lt=1.0)
+    control_end: float = Field(1.0, gt=0.0, le=1.0)
+    upscale: float = Field(1.0, ge=1.0, le=4.0)
+    upscaler: str = "Lanczos"
 
 
 class TranscribePreset(_Preset):

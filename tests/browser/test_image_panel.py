@@ -97,3 +97,48 @@ def test_a_gallery_image_gives_back_its_settings(real_app, page):
     page.click("#image-reuse")
     expect(page.locator("#image-prompt textarea")).to_have_value("a windmill at noon", timeout=30_000)
     expect(page.locator("#image-seed input")).to_have_value("4242")
+
+
+def test_paint_a_mask_over_the_start_image_and_inpaint_it(real_app, page, tmp_path):
+    """Drop a start image, paint over part of it in the mask editor, Generate: only the painted part changes, and
+    the PNG's recipe keeps the mask."""
+    import io
+    import json
+
+    from PIL import Image
+
+    start = tmp_path / "start.png"
+    Image.linear_gradient("L").resize((256, 256)).convert("RGB").save(start)  # the default preset is 256²
+    open_image_tab(page, real_app.url)
+    page.fill("#image-prompt textarea", "a red door")
+    page.fill("#image-seed input", "31")
+    page.get_by_text("Image to image").click()
+    page.locator("#image-init input[type=file]").set_input_files(str(start))
+    set_number(page, "image-strength", 1)
+    page.get_by_text("Inpaint and outpaint").click()
+    canvas = page.locator("#image-mask canvas").first
+    expect(canvas).to_be_visible(timeout=30_000)
+    page.locator("#image-mask button[aria-label='Brush']").click()
+    box = canvas.bounding_box()
+    # A horizontal stroke across the middle of the picture, which fills the canvas's centre.
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(box["x"] + box["width"] * (0.4 + 0.02 * step), y, steps=2)
+    page.mouse.up()
+    page.click("#image-generate")
+    expect(page.locator("#image-info")).to_contain_text("inpainted", timeout=120_000)
+    expect(page.locator("#image-info")).to_contain_text("Seed 31")
+    png = page.request.get(page.locator("#image-result img").get_attribute("src")).body()
+    recipe = json.loads(Image.open(io.BytesIO(png)).text["melange"])
+    assert recipe["mask_image"] and recipe["init_image"] and recipe["strength"] == 1.0
+    mask = Image.open(real_app.data_dir / "images" / "sources" / recipe["mask_image"]).getchannel("A")
+    assert mask.size == (256, 256)
+    painted = mask.getbbox()
+    assert painted and painted[0] > 20 and painted[2] < 236 and painted[1] > 60 and painted[3] < 200, f"a band across the middle: {painted}"
+    out = Image.open(io.BytesIO(png)).convert("RGB")
+    original = Image.open(start)
+    assert out.crop((0, 0, 256, 40)).tobytes() == original.crop((0, 0, 256, 40)).tobytes(), "unpainted: untouched"
+    assert out.crop(painted).tobytes() != original.crop(painted).tobytes(), "painted: redrawn"
+    assert real_app.health()["app"] == "melange"
