@@ -158,6 +158,7 @@ class LiveCaptioner:
         self.error = ""
         self.last_fed = time.monotonic()
         self.version = 0
+        self._shown: tuple = (0, (), (), "")
         self.decode_seconds: list[float] = []  # each decode's cost, for the benchmark
         self._decoded_at = -1.0  # self.received at the last decode
         self._slow = False  # the panel's model cannot keep up: the tail goes to tail_engine
@@ -285,7 +286,9 @@ class LiveCaptioner:
         if seconds < 0.3:
             return
         if seconds > BEHIND_SECONDS:  # the machine is too slow for live captions just now: skip, do not queue
-            self.committed += self.pinned + ["…"]
+            skipped = buffer[: int((seconds - CATCH_UP_SECONDS) * SAMPLE_RATE)]
+            # "…" marks words left out; skipped silence left nothing out (and must not make captions appear).
+            self.committed += self.pinned + (["…"] if self._speech(skipped) else [])
             self.pinned, self.previous, self.tentative = [], [], []
             self.skipped += seconds - CATCH_UP_SECONDS
             self._cut(start + seconds - CATCH_UP_SECONDS)
@@ -347,7 +350,12 @@ class LiveCaptioner:
     # ---------------------------------------------------------------- out
 
     def _publish(self) -> None:
+        """A new version only when the text (or the error) changed: a waiting page wakes for news only."""
+        shown = (len(self.committed), tuple(self.pinned), tuple(self.tentative), self.error)
         with self._changed:
+            if shown == self._shown:
+                return
+            self._shown = shown
             self.version += 1
             self._changed.notify_all()
 
@@ -378,7 +386,8 @@ class LiveCaptioner:
                     self._next_seq = seq + 1
                 self._wav.close()
                 os.replace(self._part, self.recording)
-        self._publish()
+        with self._changed:  # wake every waiting page: the recording ended
+            self._changed.notify_all()
         if self._worker:
             self._wake.set()
             self._worker.join(timeout=30)

@@ -35,8 +35,13 @@ def db_rows(data_dir: Path, sql: str, *args) -> list[tuple]:
         return db.execute(sql, args).fetchall()
 
 
-def assistant_row(data_dir: Path, conversation_id: int) -> tuple[str, dict | None] | None:
-    rows = db_rows(data_dir, "SELECT content, stats FROM messages WHERE conversation_id = ? AND role = 'assistant'", conversation_id)
+def assistant_row(data_dir: Path, conversation_id: str) -> tuple[str, dict | None] | None:
+    rows = db_rows(
+        data_dir,
+        "SELECT m.content, m.stats FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE c.uid = ? AND m.role = 'assistant' ORDER BY m.id",
+        conversation_id,
+    )
     return (rows[-1][0], json.loads(rows[-1][1]) if rows[-1][1] else None) if rows else None
 
 
@@ -61,14 +66,13 @@ def test_same_seed_same_reply_with_twelve_queued_calls(server):
     assert {prompt: len(r) for prompt, r in replies.items()} == {A: 1, B: 1, C: 1}, replies
 
 
-def image_controls(**overrides) -> list:
-    values = dict(
-        model="", prompt="a lighthouse at dusk", negative_prompt="", width=128, height=128, steps=8, guidance=5.0,
-        sampler="Euler", seed=1, seed_mode="fixed", batch_count=1, batch_size=1, refiner="None", refiner_start=0.8,
-        init_image=None, strength=0.75,
-    )  # fmt: skip
+def image_controls(url: str, **overrides) -> list:
+    """The page's Generate inputs in order: these values by name, the rest at the defaults the endpoint declares."""
+    values = dict(prompt="a lighthouse at dusk", width=128, height=128, steps=8, guidance=5.0, sampler="Euler", seed=1,
+                  seed_mode="fixed", batch_count=1, batch_size=1)  # fmt: skip
     values.update(overrides)
-    return list(values.values())
+    parameters = httpx.get(f"{url}/gradio_api/info").json()["named_endpoints"]["/generate"]["parameters"]
+    return [values.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
 
 
 def leave_mid_stream(http: httpx.Client, event: int, data: list, enough) -> list:
@@ -105,9 +109,9 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine_for_the_next_job(serve
         assert len(content.split()) < 1000, "stopped when the client left, not at 4096 tokens"
 
         # Image: the page's Generate, 4 images of 150 steps each (seconds per image), abandoned at its first preview.
-        data = image_controls(steps=150, seed=4242, batch_count=4, width=512, height=512)
+        data = image_controls(server.url, steps=150, seed=4242, batch_count=4, width=512, height=512)
         leave_mid_stream(http, generate_event, data, lambda out: out[0] is not None)
-    files, summary = client.predict(*image_controls(seed=7), api_name="/generate")
+    files, summary = client.predict(*image_controls(server.url, seed=7), api_name="/generate")
     assert summary["seeds"] == [7] and Path(files[0]).is_file()
     abandoned = list((server.data_dir / "images").glob("*-4242.png"))
     assert abandoned == [], "the abandoned run stopped within its first image: it saved nothing for nobody"
@@ -121,7 +125,7 @@ def test_kill_9_mid_reply_and_mid_batch_loses_nothing_finished(tmp_path):
     try:
         client = Client(server.url, verbose=False)
         chat = client.submit("Write a long story about a lighthouse keeper.", max_tokens=4096, temperature=0.0, seed=3, api_name="/chat")
-        images = client.submit(*image_controls(batch_count=100, seed=100), api_name="/generate")
+        images = client.submit(*image_controls(server.url, batch_count=100, seed=100), api_name="/generate")
         seen = wait_for(lambda: chat.outputs() and len(chat.outputs()[-1]["reply"].split()) > 30 and chat.outputs()[-1], "a reply")
         conversation_id, reply = seen["conversation_id"], seen["reply"]
         # The reply is saved as it streams (twice a second): kill once what the client saw is on disk.
@@ -135,7 +139,11 @@ def test_kill_9_mid_reply_and_mid_batch_loses_nothing_finished(tmp_path):
     server = AppServer(data_dir, "--device", "cpu")
     try:
         assert db_rows(data_dir, "PRAGMA integrity_check") == [("ok",)]
-        user, = db_rows(data_dir, "SELECT content FROM messages WHERE conversation_id = ? AND role = 'user'", conversation_id)
+        user, = db_rows(
+        data_dir,
+        "SELECT m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.uid = ? AND m.role = 'user'",
+        conversation_id,
+    )
         assert user[0] == "Write a long story about a lighthouse keeper."
         content, _ = assistant_row(data_dir, conversation_id)
         assert content.startswith(reply), "the reply up to the kill is there"

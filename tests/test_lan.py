@@ -78,17 +78,24 @@ def chat(server, session, message, conversation_id=None):
     return call(server, session, "chat", [message, *CHAT, conversation_id])
 
 
+def by_name(server: AppServer, session: requests.Session, api: str, **values) -> list:
+    """The endpoint's inputs in order: the given ones by name, the rest at the defaults it declares."""
+    parameters = session.get(f"{server.url}/gradio_api/info").json()["named_endpoints"][f"/{api}"]["parameters"]
+    unknown = set(values) - {p["parameter_name"] for p in parameters}
+    assert not unknown, f"/{api} has no input named {unknown}"
+    return [values.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
+
+
 def generate(server, session, prompt="a lighthouse", init_image=None, **overrides):
-    values = dict(model="", prompt=prompt, negative="", width=64, height=64, steps=3, guidance=5.0, sampler="Euler", seed=1,
-                  seed_mode="fixed", batch_count=1, batch_size=1, refiner="None", refiner_start=0.8, init_image=init_image,
-                  strength=0.75)  # fmt: skip
+    values = dict(prompt=prompt, width=64, height=64, steps=3, guidance=5.0, sampler="Euler", seed=1, seed_mode="fixed",
+                  batch_count=1, batch_size=1, init_image=init_image)  # fmt: skip
     values.update(overrides)
-    return call(server, session, "generate", list(values.values()))
+    return call(server, session, "generate", by_name(server, session, "generate", **values))
 
 
 def transcribe(server, session, path):
     file = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    return call(server, session, "transcribe", [file, "Auto-detect", "transcribe", 1, True, False, "", "", False, False, 0])
+    return call(server, session, "transcribe", by_name(server, session, "transcribe", audio=file))
 
 
 def upload(server, session, path: Path) -> str:

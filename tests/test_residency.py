@@ -237,7 +237,7 @@ def test_health_and_the_status_strip_answer_while_a_model_loads(tmp_path):
     settings = Settings(data_dir=tmp_path, engines="fake")
     slow = BlockingChat()
     engines = app.manage(app.Engines(slow, FakeImageEngine(), FakeSpeechEngine()), settings)
-    client = TestClient(app.create_app(settings, engines))
+    client = TestClient(app.create_app(settings, engines), base_url="http://127.0.0.1:7860")
     engines.image.load()
     loading = threading.Thread(target=engines.chat.load, daemon=True)
     loading.start()
@@ -391,14 +391,14 @@ def test_the_real_engines_recover_from_out_of_memory(tmp_path, monkeypatch):
     image = manager.register(load_tiny_demo(tmp_path, "cpu"))
     params = ImageParams("a lighthouse", width=64, height=64, steps=2, seed=3)
     expected = image.generate(params).image.tobytes()
-    run = type(image.engine)._run
+    from engines import image_diffusers
 
-    def step_out_of_memory(self, *args):
+    def step_out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(type(image.engine), "_run", step_out_of_memory)
-    with pytest.raises(EngineError, match="Out of memory at 64×64"):
-        image.generate(params)
-    monkeypatch.setattr(type(image.engine), "_run", run)
+    with monkeypatch.context() as patched:
+        patched.setattr(image_diffusers, "run", step_out_of_memory)  # the denoising loop the engine calls
+        with pytest.raises(EngineError, match="Out of memory at 64×64"):
+            image.generate(params)
     assert image.generate(params).image.tobytes() == expected, "the engine works as before"
     image.unload()

@@ -478,10 +478,16 @@ def build(
     option_inputs = [language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
                      label_speakers, num_speakers, channels]  # fmt: skip
 
-    def file_handler(request: gr.Request, audio_path, *values, progress=gr.Progress()):
+    # Spelled out (not *values) so the API names every input: client.predict(audio, word_timestamps=True, ...).
+    def file_handler(
+        request: gr.Request, audio, language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords,
+        batched, speakers, num_speakers, channels, progress=gr.Progress(),
+    ):  # fmt: skip
         principal = principal_of(request)
-        audio_path = panel.access.checked_file(principal, audio_path, "audio file")
-        yield from panel.transcribe(audio_path, FileOptions(*values), progress, principal)
+        audio = panel.access.checked_file(principal, audio, "audio file")
+        options = FileOptions(language, task, beam_size, vad_filter, word_timestamps, initial_prompt, hotwords, batched,
+                              speakers, num_speakers, channels)  # fmt: skip
+        yield from panel.transcribe(audio, options, progress, principal)
 
     private = {"api_visibility": "private"}
     file_outputs = [text, timed, info, transcript_state, files, speaker_table]
