@@ -237,3 +237,19 @@ def test_a_recording_is_its_makers_whoever_learns_its_id(tmp_path):
         panel.live_begin("00000000000000000000", Principal("guest", "Carol"))
     outputs = list(panel.live_stop(key, FileOptions(), principal=alice))
     assert outputs[-1][-1].endswith(".wav") and "/guests/alice/" in outputs[-1][-1]
+
+
+def test_the_recorders_server_functions_are_given_the_callers_request(panel):
+    """Gradio injects ``gr.Request`` only when it can resolve the annotation; an unresolvable one meant every
+    live call ran with no request, and the recorder refused to start ("carries no session")."""
+    from gradio.helpers import special_args
+
+    from ui import live_mic
+
+    with gr.Blocks():
+        component = live_mic.recorder(panel, "")
+    for name in ("live_begin", "live_chunk", "live_wait"):
+        fn = getattr(component, name)
+        marker = object()
+        inputs, *_ = special_args(fn, [{}], marker, None)
+        assert inputs == [{}, marker], f"{name} would get no request"

@@ -22,6 +22,7 @@ import base64
 import binascii
 import re
 
+import gradio as gr
 import numpy as np
 
 RECORDING_ID = re.compile(r"^[0-9a-f-]{16,64}$")  # the page makes it with crypto.randomUUID()
@@ -221,9 +222,9 @@ def event_data(event) -> dict:
 
 def recorder(panel, value: str):
     """The recorder component, wired to the panel's live handlers; its value is the captions' HTML. Each call
-    names its recording by the page's id, so the panel checks on every call that it is the caller's own."""
-    import gradio as gr
-
+    names its recording by the page's id, so the panel checks on every call that it is the caller's own.
+    (``gr`` is imported at module level: Gradio resolves the ``gr.Request`` annotations in the module's globals,
+    and with an unresolvable one it would pass no request at all.)"""
     from ui.access import principal_of
 
     def live_begin(data, request: gr.Request) -> dict:

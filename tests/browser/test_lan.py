@@ -133,13 +133,13 @@ def test_the_microphone_works_over_https(lan_app, lan_browser):
     try:
         guest.get_by_role("tab", name="Transcribe").click()
         guest.get_by_role("tab", name="Live microphone").click()
-        guest.locator("#live-audio button", has_text="Record").click()
+        guest.locator("#live-captions button", has_text="Record").click()
         # The browser gives an https page the microphone: words of the played speech come back as captions.
         spoken = {w.strip(".,").lower() for w in fixtures.SPEECH_TEXT.split()}
         expect(guest.locator("#live-captions .confirmed")).to_contain_text("Monday", timeout=90_000)
         heard = {w.strip(".,").lower() for w in guest.locator("#live-captions .confirmed").inner_text().split()}
         assert len(heard & spoken) >= 3, heard
-        guest.locator("#live-audio button", has_text="Stop").click()
+        guest.locator("#live-captions button", has_text="Stop").click()
         expect(guest.locator("#transcribe-info")).to_contain_text("done in", timeout=120_000)
         recordings = list((lan_app.data_dir / "recordings" / "guests" / "carol").glob("*.wav"))
         assert len(recordings) == 1, "the recording is kept with its owner"
