@@ -295,7 +295,8 @@ def alignment_offsets(recording: str | Path, source: str | Path, window: float =
     starts in ``source`` minus where it starts in the recording, in samples, and how well it matches, 0-1).
 
     A recording that is exactly the source, from some point on, gives the same offset for every piece; a
-    lost chunk lowers every later offset by its length, a doubled one raises them. Both files 16 kHz."""
+    lost chunk raises every later offset by its length, a doubled (or inserted) one lowers them. Both files
+    16 kHz."""
     from scipy.signal import fftconvolve
 
     rec, src = read_wav(recording), read_wav(source)

@@ -17,6 +17,7 @@ import webvtt
 from playwright.sync_api import expect
 
 from tests import fixtures, speech_fixtures
+from tests.speech_fixtures import SAMPLE_RATE
 from tests.browser.conftest import launch_chromium, screenshot_page
 
 # Keeps every chunk the recorder sends (its 'live-audio-sent' events), to compare with the saved file.
@@ -175,9 +176,20 @@ def test_a_minute_of_speech_is_saved_exactly_as_the_microphone_sent_it(real_app,
     offsets = speech_fixtures.alignment_offsets(saved, source)
     speech_seconds = fixtures.wav_duration(source) - 3.0
     assert len(offsets) >= 0.9 * speech_seconds, f"{len(offsets)} seconds with speech in {speech_seconds:.0f}"
-    offset, count = Counter(o for _, o, _ in offsets).most_common(1)[0]
-    drift = [(round(t), o - offset) for t, o, q in offsets if abs(o - offset) > 1 or q < 0.9]
-    assert not drift, f"(second, samples off) where the recording is not the source at offset {offset}: {drift}"
+    # Part 1 proved the page's chunks reach the file exactly. Between the fake microphone and the page, Web
+    # Audio itself may insert or drop a whole 10 ms capture buffer when Chromium's audio thread runs late (a
+    # busy machine): the offset then moves by a multiple of 160 samples and stays. Anything else is drift:
+    # a piece of the recording that matches no part of the source, or an offset moved by a part of a buffer.
+    buffer = SAMPLE_RATE // 100
+    offset, _ = Counter(o for _, o, _ in offsets).most_common(1)[0]
+    moved = [o - offset for _, o, _ in offsets]
+    torn = [(round(t), d) for (t, _, _), d in zip(offsets, moved) if abs(d - round(d / buffer) * buffer) > 1]
+    jumps = [b - a for a, b in zip(moved, moved[1:]) if abs(b - a) > 1]
+    straddles = {i + 1 for i, (a, b) in enumerate(zip(moved, moved[1:])) if abs(b - a) > 1}  # a piece with the jump in it
+    unmatched = [(round(t), round(q, 2)) for i, (t, _, q) in enumerate(offsets) if q < 0.9 and i not in straddles and i - 1 not in straddles]
+    assert not torn, f"(second, samples off) not a whole 10 ms buffer from offset {offset}: {torn}"
+    assert not unmatched, f"(second, match) where the recording is not the source: {unmatched}"
+    assert sum(abs(j) for j in jumps) <= 0.01 * SAMPLE_RATE * speech_seconds, f"Web Audio moved by {jumps} samples"
 
     final = page.locator("#transcript textarea").input_value()
     assert speech_fixtures.wer(text, final) <= 0.2, final
