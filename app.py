@@ -27,6 +27,7 @@ from engines.residency import ResidencyManager, parse_size
 from engines.speakers import SpeakerLabeler
 from server import lan
 from server.guard import principal_of
+from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
 from settings import Settings, parse_settings
 from ui.access import Access, Limits
@@ -237,6 +238,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     lan.routes(app, sharing)
     blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access)
     app.include_router(queue_router(lambda: blocks))
+    app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb))  # /v1, before the page at "/"
     gr.mount_gradio_app(
         app,
         blocks,

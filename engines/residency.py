@@ -221,7 +221,7 @@ class ManagedEngine:
     """An engine whose loads go through the manager; everything else is the engine's own."""
 
     # The calls that need the model resident, per kind.
-    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe"}
+    WORK = {"stream", "complete", "generate", "generate_batch", "prepare", "transcribe"}
 
     def __init__(self, engine: Engine, manager: ResidencyManager) -> None:
         self._engine = engine
