@@ -101,7 +101,7 @@ def remote_engines(settings: Settings) -> dict[str, Engine]:
         else:
             from engines.image_remote import RemoteImageEngine as Remote
         try:
-            made[kind] = Remote(url, key, model)
+            made[kind] = Remote(url, key, model, ca_file=str(settings.remote_ca_file) if settings.remote_ca_file else None)
         except EngineError as e:
             raise SystemExit(f"--{kind}-base-url: {e}") from e
     return made

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     image_backend: Literal["local", "melange"] = Field("local", description="Where images are drawn: 'local' (diffusers) or 'melange' (another Melange's /v1/images/generations at --image-base-url; it takes Melange's extra fields, which OpenAI's own image API does not).")
     image_base_url: str | None = Field(None, description="With --image-backend melange: the other Melange's /v1 address.")
     image_api_key: SecretStr | None = Field(None, description="With --image-backend melange: an API key made on that Melange (or MELANGE_IMAGE_API_KEY). Never logged.")
+    remote_ca_file: Path | None = Field(None, description="A certificate (PEM) to trust for https remote servers besides the system's: another Melange's DATA_DIR/tls/melange-cert.pem.")
     remote_concurrency: int = Field(4, ge=1, le=256, description="Jobs at once on each remote engine (the server batches them); a local engine runs one at a time.")
     threads: int = Field(0, ge=0, description="CPU threads for the chat and speech engines (0: chat takes all cores but one, speech its own default).")
     gpu_budget: str | None = Field(None, description="GPU memory the models may use together, e.g. 12GB (default: all but a margin). Loading past it unloads others.")

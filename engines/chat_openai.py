@@ -31,8 +31,8 @@ REMOTE_DEVICE = "remote"
 class OpenAIChatEngine:
     kind = "chat"
 
-    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, n_ctx: int = 4096, timeout: float = 600.0) -> None:
-        self.server = RemoteServer(base_url, api_key, "chat server", timeout)
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, ca_file: str | None = None, n_ctx: int = 4096, timeout: float = 600.0) -> None:
+        self.server = RemoteServer(base_url, api_key, "chat server", timeout, ca_file)
         self.model = model  # None: the first the server lists, once it answers
         self.n_ctx = n_ctx  # the server's own; kept for the panel's context slider
         self._ready = False

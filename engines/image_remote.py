@@ -50,8 +50,8 @@ class RemoteImageEngine:
     kind = "image"
     samplers: tuple[str, ...] = SAMPLERS
 
-    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, timeout: float = 3600.0) -> None:
-        self.server = RemoteServer(base_url, api_key, "image server", timeout)
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, ca_file: str | None = None, timeout: float = 3600.0) -> None:
+        self.server = RemoteServer(base_url, api_key, "image server", timeout, ca_file)
         self.model = model
         self.placeholder = f"the image model of {self.server.base_url}"  # its name until the server says it
         self._ready = False

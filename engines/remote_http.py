@@ -9,6 +9,7 @@ unreachable or failing server is an ``EngineError`` that names the server.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,21 +43,23 @@ def server_message(response: httpx.Response) -> str:
 class RemoteServer:
     """A ``/v1`` API elsewhere. ``what`` names it in messages ("chat server")."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, what: str = "server", timeout: float = 600.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, what: str = "server", timeout: float = 600.0, ca_file: str | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise EngineError(f"The {what}'s address must start with http:// or https://, got {base_url!r}.")
         self.base_url = base_url.rstrip("/")
         self.what = what
         self.timeout = httpx.Timeout(timeout, connect=CONNECT_SECONDS)
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        # https: the system's certificate authorities, or the one file given (another Melange's self-signed one).
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self.client = self.new_client()
 
     def new_client(self) -> httpx.Client:
         # The servers a team runs its models on are on its own network: proxies from the environment are not.
-        return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self.timeout, trust_env=False)
+        return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self.timeout, trust_env=False, verify=self._verify)
 
     def new_async_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self.timeout, trust_env=False)
+        return httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self.timeout, trust_env=False, verify=self._verify)
 
     def __repr__(self) -> str:  # never the key
         return f"RemoteServer({self.base_url!r})"

@@ -61,8 +61,8 @@ def wav_bytes(samples: np.ndarray) -> bytes:
 class OpenAISpeechEngine:
     kind = "speech"
 
-    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, timeout: float = 3600.0) -> None:
-        self.server = RemoteServer(base_url, api_key, "speech server", timeout)
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *, ca_file: str | None = None, timeout: float = 3600.0) -> None:
+        self.server = RemoteServer(base_url, api_key, "speech server", timeout, ca_file)
         self.model = model  # None: the first the server lists
         self._ready = False
         self._lock = threading.Lock()
@@ -106,13 +106,15 @@ class OpenAISpeechEngine:
     def _ask(self, name: str, content, options: TranscribeOptions) -> dict:
         self.load()
         path = "/audio/translations" if options.task == "translate" else "/audio/transcriptions"
-        fields: list[tuple[str, str]] = [("model", self.model or ""), ("response_format", "verbose_json"), ("timestamp_granularities[]", "segment")]
-        if options.word_timestamps:
-            fields.append(("timestamp_granularities[]", "word"))
+        fields: dict[str, str | list[str]] = {
+            "model": self.model or "",
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["segment", "word"] if options.word_timestamps else ["segment"],
+        }
         if options.language and options.task != "translate":
-            fields.append(("language", options.language))
+            fields["language"] = options.language
         if options.initial_prompt.strip():
-            fields.append(("prompt", options.initial_prompt.strip()))
+            fields["prompt"] = options.initial_prompt.strip()
         return self.server.post(path, data=fields, files={"file": (name, content)})
 
     def transcribe(self, audio_path: str, options: TranscribeOptions) -> tuple[TranscriptInfo, Iterator[Segment]]:

@@ -19,19 +19,19 @@ from gradio_client import Client
 from PIL import Image
 
 from tests import fixtures
-from tests.app_server import AppServer
+from tests.app_server import STARTUP, AppServer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = AppServer(tmp_path_factory.mktemp("melange-v1"), "--device", "cpu")
+    server = AppServer(tmp_path_factory.mktemp("melange-v1"), "--device", "cpu", timeout=STARTUP)
     yield server
     server.stop()
 
 
 def openai_client(server: AppServer, key: str = "any-key-on-localhost") -> openai.OpenAI:
     # No retries: a test must see the first answer. No proxies from the environment.
-    http = httpx.Client(trust_env=False, timeout=600, verify=server.verify)
+    http = httpx.Client(trust_env=False, timeout=600, verify=server.ssl_context())
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, http_client=http)
 
 
@@ -91,17 +91,17 @@ def test_chat_streams_token_by_token_with_usage_last(client):
 
 
 def test_the_system_prompt_and_earlier_turns_reach_the_model(client):
+    system = {"role": "system", "content": "You are a helpful assistant who remembers names."}
     question = {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]}
-    alone = client.chat.completions.create(model="chat", messages=[question], temperature=0, max_tokens=4)
+    alone = client.chat.completions.create(model="chat", messages=[system, question], temperature=0, max_tokens=4)
     history = [
-        {"role": "system", "content": "You are a helpful assistant who remembers names."},
-        {"role": "developer", "content": "Answer briefly."},
-        {"role": "user", "content": "My name is Zanzibar."},
-        {"role": "assistant", "content": "Nice to meet you, Zanzibar."},
+        {"role": "developer", "content": "Answer briefly, in one short sentence."},
+        {"role": "user", "content": "My name is Zanzibar, and I keep the lighthouse."},
+        {"role": "assistant", "content": "Nice to meet you, Zanzibar the lighthouse keeper."},
     ]
-    full = client.chat.completions.create(model="chat", messages=[*history, question], temperature=0, max_tokens=4)
-    # The earlier messages hold about 30 tokens, plus the template's markers around each.
-    assert full.usage.prompt_tokens - alone.usage.prompt_tokens >= 30
+    full = client.chat.completions.create(model="chat", messages=[system, *history, question], temperature=0, max_tokens=4)
+    # The three earlier messages hold about 30 tokens of text, plus the template's markers.
+    assert full.usage.prompt_tokens - alone.usage.prompt_tokens >= 30, (alone.usage, full.usage)
 
 
 def test_stop_strings_end_the_reply_before_them(client):

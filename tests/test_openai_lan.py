@@ -9,14 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import httpx
 import openai
 import pytest
 import requests
 
-from tests.app_server import ROOT, AppServer
+from tests.app_server import ROOT, STARTUP, AppServer
 
 ADMIN_PASSWORD = "host-password-for-tests"
 OTHER_MODEL = "another-tiny-model"
@@ -29,34 +28,10 @@ def server(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "engines.tiny_pipeline", str(data / "models" / OTHER_MODEL)], cwd=ROOT, check=True, capture_output=True)
     server = AppServer(
         data, "--lan", "--host", "127.0.0.1", "--device", "cpu", "--no-loopback-is-host",
-        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=STARTUP,
     )  # fmt: skip
     yield server
     server.stop()
-
-
-def page_event(server: AppServer, session: requests.Session, elem_id: str) -> list:
-    """Press a button on the page (its event through the queue, as the browser sends it); its outputs."""
-    config = session.get(f"{server.url}/config").json()
-    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
-    fn_index = next(d["id"] for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
-    session_hash = uuid.uuid4().hex
-    body = {"data": [], "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": button}
-    session.post(f"{server.url}/gradio_api/queue/join", json=body).raise_for_status()
-    with session.get(f"{server.url}/gradio_api/queue/data", params={"session_hash": session_hash}, stream=True, timeout=60) as stream:
-        for line in stream.iter_lines(decode_unicode=True):
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    assert message["success"], message
-                    return message["output"]["data"]
-    raise AssertionError("the event never completed")
-
-
-def key_of(server: AppServer, name: str, password: str) -> str:
-    key = page_event(server, server.login(name, password), "api-key-new")[0]
-    assert key.startswith("mel-")
-    return key
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +41,21 @@ def passcode(server) -> str:
 
 @pytest.fixture(scope="module")
 def alice_key(server, passcode):
-    return key_of(server, "Alice", passcode)
+    return server.api_key("Alice", passcode)
 
 
 @pytest.fixture(scope="module")
 def bob_key(server, passcode):
-    return key_of(server, "Bob", passcode)
+    return server.api_key("Bob", passcode)
 
 
 @pytest.fixture(scope="module")
 def host_key(server):
-    return key_of(server, "admin", ADMIN_PASSWORD)
+    return server.api_key("admin", ADMIN_PASSWORD)
 
 
 def client_for(server: AppServer, key: str) -> openai.OpenAI:
-    http = httpx.Client(trust_env=False, timeout=600, verify=server.verify)  # the certificate Melange made for itself
+    http = httpx.Client(trust_env=False, timeout=600, verify=server.ssl_context())  # the certificate Melange made for itself
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, http_client=http)
 
 

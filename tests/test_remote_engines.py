@@ -1,7 +1,8 @@
 """Remote engines, each against a real server on loopback: chat against llama-cpp-python's own OpenAI-compatible
 server (``python -m llama_cpp.server``) with the embedded GGUF and an API key; speech and images against a second
-Melange with the embedded models. Then a Melange whose three panels all run remotely, used as a person and a
-script would: the page's API endpoints and ``/v1``.
+Melange with the embedded models, shared on the LAN as a team's GPU box would be (https with its self-signed
+certificate, an API key made on its page). Then a Melange whose three panels all run remotely, used as a person
+and a script would: the page's API endpoints and ``/v1``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from engines.chat_openai import OpenAIChatEngine
 from engines.image_remote import RemoteImageEngine
 from engines.speech_openai import OpenAISpeechEngine
 from tests import fixtures
-from tests.app_server import AppServer, free_port
+from tests.app_server import STARTUP, AppServer, free_port
 from tests.llama_server import LlamaServer
 
 KEY = "sk-test-remote-key-0123456789abcdef"
+ADMIN_PASSWORD = "host-password-for-tests"
 GREEDY = ChatParams(temperature=0.0, max_tokens=32, seed=1)
 
 
@@ -39,10 +41,22 @@ def llama(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    """The shared GPU box of a team, played by a second Melange on this machine."""
-    server = AppServer(tmp_path_factory.mktemp("backend"), "--device", "cpu")
+    """The shared GPU box of a team, played by a second Melange on this machine, shared as on a LAN."""
+    server = AppServer(
+        tmp_path_factory.mktemp("backend"), "--lan", "--host", "127.0.0.1", "--device", "cpu", "--no-loopback-is-host",
+        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=STARTUP,
+    )  # fmt: skip
+    server.key = server.api_key("admin", ADMIN_PASSWORD)  # what its host makes for the front-ends
     yield server
     server.stop()
+
+
+def remote(cls, backend: AppServer):
+    return cls(f"{backend.url}/v1", backend.key, ca_file=backend.verify)
+
+
+def backend_health(backend: AppServer) -> dict:
+    return requests.get(f"{backend.url}/health", headers={"authorization": f"Bearer {backend.key}"}, verify=backend.verify, timeout=30).json()
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +138,7 @@ def test_the_chat_panel_lists_the_servers_models(chat, llama, tmp_path):
 
 
 def test_remote_transcription_has_segments_and_words(backend, speech_file):
-    engine = OpenAISpeechEngine(f"{backend.url}/v1")
+    engine = remote(OpenAISpeechEngine, backend)
     info, segments = engine.transcribe(str(speech_file), TranscribeOptions(word_timestamps=True))
     segments = list(segments)
     text = " ".join(s.text for s in segments)
@@ -135,7 +149,7 @@ def test_remote_transcription_has_segments_and_words(backend, speech_file):
 
 
 def test_remote_transcription_refusals_are_input_errors(backend, speech_file, tmp_path):
-    engine = OpenAISpeechEngine(f"{backend.url}/v1")
+    engine = remote(OpenAISpeechEngine, backend)
     with pytest.raises(InputError, match="multilingual"):
         engine.transcribe(str(speech_file), TranscribeOptions(task="translate"))
     with pytest.raises(InputError):
@@ -143,7 +157,7 @@ def test_remote_transcription_refusals_are_input_errors(backend, speech_file, tm
 
 
 def test_remote_images_follow_their_seeds_and_repeat(backend):
-    engine = RemoteImageEngine(f"{backend.url}/v1")
+    engine = remote(RemoteImageEngine, backend)
     params = ImageParams("a lighthouse at dusk", width=64, height=64, steps=3, seed=5)
     steps = []
     results = engine.generate_batch([params, ImageParams(**{**params.__dict__, "seed": 6})], lambda done, total: steps.append((done, total)))
@@ -154,7 +168,7 @@ def test_remote_images_follow_their_seeds_and_repeat(backend):
 
 
 def test_cancelling_a_remote_image_stops_the_server(backend):
-    engine = RemoteImageEngine(f"{backend.url}/v1")
+    engine = remote(RemoteImageEngine, backend)
     before = set((backend.data_dir / "images").glob("*.png"))
     cancel = threading.Event()
     big = ImageParams("a storm over the sea", width=1024, height=1024, steps=150, seed=1)
@@ -186,8 +200,8 @@ def front(tmp_path_factory, llama, backend):
     server = AppServer(
         tmp_path_factory.mktemp("front"), "--chat-backend", "openai", "--chat-base-url", llama.url,
         "--speech-backend", "openai", "--speech-base-url", f"{backend.url}/v1",
-        "--image-backend", "melange", "--image-base-url", f"{backend.url}/v1",
-        env={"MELANGE_CHAT_API_KEY": KEY},
+        "--image-backend", "melange", "--image-base-url", f"{backend.url}/v1", "--remote-ca-file", str(backend.verify),
+        env={"MELANGE_CHAT_API_KEY": KEY, "MELANGE_SPEECH_API_KEY": backend.key, "MELANGE_IMAGE_API_KEY": backend.key}, timeout=STARTUP,
     )  # fmt: skip
     yield server
     server.stop()
@@ -225,14 +239,17 @@ def test_the_panels_transcribe_and_draw_through_the_other_melange(front, backend
     with Image.open(files[0]) as image:
         recipe = json.loads(image.text["melange"])
         front_pixels = image.convert("RGB").tobytes()
-    assert recipe["seed"] == 21 and recipe["prompt"] == "a red boat" and recipe["model"] == backend.health()["engines"]["image"]["model"]
-    direct = requests.post(f"{backend.url}/v1/images/generations", json={"prompt": "a red boat", "size": "64x64", "steps": 3, "guidance": 5.0, "seed": 21, "response_format": "b64_json"}, timeout=300)
+    assert recipe["seed"] == 21 and recipe["prompt"] == "a red boat" and recipe["model"] == backend_health(backend)["engines"]["image"]["model"]
+    body = {"prompt": "a red boat", "size": "64x64", "steps": 3, "guidance": 5.0, "seed": 21, "response_format": "b64_json"}
+    auth = {"authorization": f"Bearer {backend.key}"}
+    direct = requests.post(f"{backend.url}/v1/images/generations", json=body, headers=auth, verify=backend.verify, timeout=300)
     import base64
 
     with Image.open(io.BytesIO(base64.b64decode(direct.json()["data"][0]["b64_json"]))) as image:
         assert image.convert("RGB").tobytes() == front_pixels, "the same recipe makes the same image, here or there"
 
 
-def test_the_remote_key_reaches_no_log_and_no_answer(front):
-    assert KEY not in front.log.read_text()
-    assert KEY not in json.dumps(front.health())
+def test_the_remote_keys_reach_no_log_and_no_answer(front, backend):
+    for key in (KEY, backend.key):
+        assert key not in front.log.read_text() and key not in backend.log.read_text()
+        assert key not in json.dumps(front.health())

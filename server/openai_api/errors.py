@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import HTTPException
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -91,8 +92,8 @@ def from_exception(error: BaseException, is_host: bool) -> OpenAIError:
         return from_validation(error)
     if isinstance(error, InputError):
         return OpenAIError(400, str(error), code="invalid_value")
-    if isinstance(error, HTTPException):
-        return OpenAIError(error.status_code, str(error.detail))
+    if isinstance(error, StarletteHTTPException):  # FastAPI's are Starlette's too: a body that cannot be parsed
+        return OpenAIError(error.status_code, str(error.detail), code="invalid_body" if error.status_code == 400 else None)
     if isinstance(error, EngineError):
         log.warning("engine error on /v1: %s", error)
         message = f"The engine could not do that: {error}" if is_host else "The engine could not serve this request; the host can see why in the server's log."

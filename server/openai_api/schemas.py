@@ -152,7 +152,8 @@ class ImageRequest(Request):
     prompt: str = Field(min_length=1, max_length=8000)
     model: str | None = Field(None, max_length=512, description="Default: the Image panel's running model.")
     n: int = Field(1, ge=1, le=MAX_IMAGES)
-    size: str | None = Field(None, max_length=32, description="WIDTHxHEIGHT in multiples of 8, e.g. 512x512 (default), or auto.")
+    # The pattern is documented, not enforced by pydantic: a wrong size gets a message of our own (images.size_of).
+    size: str | None = Field(None, max_length=32, description="WIDTHxHEIGHT in multiples of 8, e.g. 512x512 (default), or auto.", json_schema_extra={"pattern": r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$"})
     response_format: Literal["url", "b64_json"] = "url"
     quality: str | None = Field(None, max_length=32, description="Accepted and ignored.")
     style: str | None = Field(None, max_length=32, description="Accepted and ignored.")
