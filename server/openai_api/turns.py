@@ -24,6 +24,8 @@ from server.principal import Principal
 
 ENGINES = ("chat", "image", "speech")
 JOIN_PATH = "/gradio_api/queue/join"  # Gradio reads the path of the request an event carries
+TICKET_KEY = "melange.v1-ticket"  # where a stand-in's request carries its ticket
+LOOK_EVERY = 1.0  # seconds between checks that a waiting stand-in is still in the queue
 
 
 class _Discard:
@@ -57,23 +59,28 @@ class Turns:
         self._fn_index: dict[str, int] = {}
 
     def register(self) -> None:
-        """Add the stand-in functions to the Blocks: before it is mounted, so the queue knows them."""
+        """Add the stand-in functions to the Blocks, before it is mounted so the queue knows them. They take no
+        input: the ticket rides on the request the event carries, so nobody can start one from the page."""
         import gradio as gr
 
-        async def hold(ticket: str) -> None:
-            turn = self._waiting.get(ticket)
-            if turn is None:  # unknown, or its caller went away before its turn
+        async def hold(request: gr.Request) -> None:
+            carried = getattr(request, "request", None)
+            turn = self._waiting.get(carried.scope.get(TICKET_KEY, "")) if carried is not None else None
+            if turn is None:  # not a stand-in, or its caller went away before its turn
                 return
             turn.started.set()
             await turn.done.wait()
 
-        with self.blocks:
-            for kind in ENGINES:
-                gr.api(hold, api_name=f"v1_{kind}_turn", concurrency_id=kind, api_visibility="private", queue=True)
-        for index, fn in self.blocks.fns.items():
-            for kind in ENGINES:
-                if fn.api_name == f"v1_{kind}_turn":
-                    self._fn_index[kind] = index
+        hold.__annotations__ = {"request": gr.Request, "return": None}  # a real class: Gradio injects the request by it
+
+        for kind in ENGINES:
+            # Not through gr.api: that needs the Blocks' context, and leaving it again would add the page's load
+            # events a second time.
+            _, index = self.blocks.default_config.set_event_trigger(
+                [], hold, None, None, api_name=f"v1_{kind}_turn", concurrency_id=kind, api_visibility="private",
+                queue=True, no_target=True, show_progress="hidden", preprocess=False, postprocess=False,
+            )  # fmt: skip
+            self._fn_index[kind] = index
 
     # ---------------------------------------------------------------- the queue
 
@@ -118,8 +125,9 @@ class Turns:
         queue.pending_messages_per_session.setdefault(self._session, _Discard())
         turn = Turn(kind, secrets.token_hex(16))
         # Gradio reads the path and headers of the request an event carries; it is this request, at the queue's door.
-        stand_in = Request({**request.scope, "path": JOIN_PATH, "raw_path": JOIN_PATH.encode(), "query_string": b""})
-        body = PredictBodyInternal(data=[turn.ticket], fn_index=self._fn_index[kind], session_hash=self._session, request=stand_in)
+        scope = {**request.scope, "path": JOIN_PATH, "raw_path": JOIN_PATH.encode(), "query_string": b"", TICKET_KEY: turn.ticket}
+        stand_in = Request(scope)
+        body = PredictBodyInternal(data=[], fn_index=self._fn_index[kind], session_hash=self._session, request=stand_in)
         self._waiting[turn.ticket] = turn
         ok, event_id, _ = await queue.push(body=body, request=stand_in, username=principal.encode())
         if not ok:
@@ -129,13 +137,19 @@ class Turns:
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         started = asyncio.ensure_future(turn.started.wait())
         try:
-            await asyncio.wait({gone, started}, return_when=asyncio.FIRST_COMPLETED)
+            while not (started.done() or gone.done()):
+                await asyncio.wait({gone, started}, timeout=LOOK_EVERY, return_when=asyncio.FIRST_COMPLETED)
+                if not turn.started.is_set() and event_id not in queue.event_ids_to_events:
+                    break  # the queue let the stand-in go without running it (it failed): do not wait forever
         finally:
+            client_left = gone.done()
             gone.cancel()
             started.cancel()
         if not turn.started.is_set():
             await self.give_back(turn)
-            raise ClientGone()
+            if client_left:
+                raise ClientGone()
+            raise OpenAIError(500, "The queue dropped this job before its turn; try again.", "server_error", code="queue_error")
         return turn
 
     async def give_back(self, turn: Turn) -> None:
