@@ -253,3 +253,20 @@ def test_the_remote_keys_reach_no_log_and_no_answer(front, backend):
     for key in (KEY, backend.key):
         assert key not in front.log.read_text() and key not in backend.log.read_text()
         assert key not in json.dumps(front.health())
+
+
+def test_a_remote_engine_takes_several_jobs_at_once_and_no_memory_here(tmp_path):
+    from fastapi.testclient import TestClient
+
+    import app
+    from settings import Settings
+
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # never asked while the app is built
+    settings = Settings(data_dir=tmp_path, engines="fake", chat_backend="openai", chat_base_url=nowhere, remote_concurrency=3)
+    made = app.create_app(settings)
+    fns = made.state.blocks.fns.values()
+    assert {fn.concurrency_limit for fn in fns if fn.concurrency_id == "chat"} == {3}
+    assert 3 not in {fn.concurrency_limit for fn in fns if fn.concurrency_id == "image"}, "local engines: one at a time"
+    with TestClient(made, base_url="http://127.0.0.1:7860") as client:
+        health = client.get("/health").json()
+    assert health["engines"]["chat"]["device"] == "remote" and "remote" not in health["memory"]
