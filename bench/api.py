@@ -200,15 +200,16 @@ def main() -> None:
 
     wanted = args.only.split(",")
     result: dict = {"benchmark": "api", "machine": machine(), "runs": args.runs}
+    sections = {"chat": bench_chat, "remote": bench_remote, "speech": bench_speech, "image": bench_image}
     with httpx.Client(timeout=600, trust_env=False) as http:  # one keep-alive connection per server, as a script keeps
-        if "chat" in wanted:
-            result["chat"] = bench_chat(args, http)
-        if "remote" in wanted:
-            result["remote"] = bench_remote(args, http)
-        if "speech" in wanted:
-            result["speech"] = bench_speech(args, http)
-        if "image" in wanted:
-            result["image"] = bench_image(args, http)
+        for name, run in sections.items():
+            if name not in wanted:
+                continue
+            try:
+                result[name] = run(args, http)
+            except Exception as e:  # noqa: BLE001 - one failed section must not lose the others' figures
+                result[name] = {"error": f"{type(e).__name__}: {e}"}
+            print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
 
 
