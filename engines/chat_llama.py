@@ -18,6 +18,7 @@ from engines.base import (
     InputError,
     ProgressCallback,
     check_messages,
+    check_prompt,
 )
 
 GGUF_MAGIC = b"GGUF"
@@ -166,15 +167,38 @@ class LlamaChatEngine:
             yield from self._stream_locked(messages, params)
 
     def _stream_locked(self, messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatDelta]:
-        llm = self._llm
-        if llm is None:  # unloaded between load() and taking the lock
-            raise EngineError("The chat model was unloaded; send the message again.")
-
-        def count(text: str) -> int:
-            return len(llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
-
+        llm = self._resident()
         budget = self.n_ctx - min(params.max_tokens, self.n_ctx // 2)
-        messages, dropped = fit_context(messages, budget, count)
+        messages, dropped = fit_context(messages, budget, lambda text: self._count(llm, text))
+        self._fresh_if_reproducible(llm, params)
+        chunks = lambda: llm.create_chat_completion(  # noqa: E731
+            messages=[{"role": m.role, "content": m.content} for m in messages], **self._sampling(params)
+        )
+        yield from self._run(llm, chunks, lambda choice: choice["delta"].get("content") or "", dropped)
+
+    def complete(self, prompt: str, params: ChatParams) -> Iterator[ChatDelta]:
+        check_prompt(prompt)
+        params.check()
+        self.load()
+        with self._lock:
+            llm = self._resident()
+            size = self._count(llm, prompt)
+            if size + 1 > self.n_ctx - min(params.max_tokens, self.n_ctx // 2):
+                raise InputError(
+                    f"The prompt is about {size:,} tokens, more than this model's context leaves room for "
+                    f"({self.n_ctx - min(params.max_tokens, self.n_ctx // 2):,} tokens with {params.max_tokens} new ones)."
+                )
+            self._fresh_if_reproducible(llm, params)
+            chunks = lambda: llm.create_completion(prompt, **self._sampling(params))  # noqa: E731
+            yield from self._run(llm, chunks, lambda choice: choice.get("text") or "", 0)
+
+    def _resident(self):
+        if self._llm is None:  # unloaded between load() and taking the lock
+            raise EngineError("The chat model was unloaded; send the message again.")
+        return self._llm
+
+    @staticmethod
+    def _fresh_if_reproducible(llm, params: ChatParams) -> None:
         if is_reproducible(params):
             # llama-cpp-python keeps the last prompt and reply in its cache and evaluates only what differs
             # from them: a repeated prompt replays just its last token, a conversation's next turn reuses its
@@ -183,24 +207,34 @@ class LlamaChatEngine:
             # before. Evaluated whole from an empty cache, the same prompt always gives the same reply; random
             # replies keep the faster reuse.
             llm.reset()
+
+    @staticmethod
+    def _count(llm, text: str) -> int:
+        return len(llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+
+    def _sampling(self, params: ChatParams) -> dict:
+        return dict(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            repeat_penalty=params.repeat_penalty,
+            max_tokens=min(params.max_tokens, self.n_ctx),
+            seed=params.seed if params.seed >= 0 else None,
+            stop=list(params.stop) or None,
+            stream=True,
+        )
+
+    def _run(self, llm, start: Callable[[], Iterator[dict]], text_of: Callable[[dict], str], dropped: int) -> Iterator[ChatDelta]:
+        """Stream llama-cpp-python's chunks as deltas, with the stats last."""
         started = time.perf_counter()
         stats = ChatStats(dropped_messages=dropped, finish_reason="cancelled")
         pieces: list[str] = []
         chunks = None
         try:
-            chunks = llm.create_chat_completion(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                repeat_penalty=params.repeat_penalty,
-                max_tokens=min(params.max_tokens, self.n_ctx),
-                seed=params.seed if params.seed >= 0 else None,
-                stream=True,
-            )
+            chunks = start()
             for chunk in chunks:
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content") or ""
+                text = text_of(choice)
                 if choice.get("finish_reason"):
                     stats.finish_reason = choice["finish_reason"]
                 if text:
@@ -217,6 +251,6 @@ class LlamaChatEngine:
             if chunks is not None:
                 chunks.close()  # a Stop closes us mid-stream: stop llama.cpp now, not at garbage collection
         stats.seconds = time.perf_counter() - started
-        stats.completion_tokens = count("".join(pieces))
+        stats.completion_tokens = self._count(llm, "".join(pieces))
         stats.prompt_tokens = max(llm.n_tokens - stats.completion_tokens, 0)
         yield ChatDelta("", stats)

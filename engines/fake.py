@@ -33,6 +33,7 @@ from engines.base import (
     TranscriptInfo,
     Word,
     check_messages,
+    check_prompt,
 )
 
 
@@ -78,13 +79,27 @@ class FakeChatEngine(_FakeBase):
         check_messages(messages)
         params.check()
         self.load()
-        words = f"You said: {messages[-1].content.strip()}".split(" ")[: params.max_tokens]
+        yield from self._echo(f"You said: {messages[-1].content.strip()}", params)
+
+    def complete(self, prompt: str, params: ChatParams) -> Iterator[ChatDelta]:
+        check_prompt(prompt)
+        params.check()
+        self.load()
+        yield from self._echo(f"and then: {prompt.strip()}", params)
+
+    def _echo(self, text: str, params: ChatParams) -> Iterator[ChatDelta]:
+        """``text`` one word per delta, up to the first stop string or max_tokens words."""
+        cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=len(text))
+        words = text[:cut].split()
+        finish = "stop" if len(words) <= params.max_tokens else "length"
+        words = words[: params.max_tokens]
         started = time.perf_counter()
         for i, word in enumerate(words):
             if self.delay:
                 time.sleep(self.delay)
             yield ChatDelta(word if i == 0 else " " + word)
-        yield ChatDelta("", ChatStats(completion_tokens=len(words), seconds=time.perf_counter() - started, finish_reason="stop"))
+        stats = ChatStats(prompt_tokens=len(text.split()), completion_tokens=len(words), seconds=time.perf_counter() - started, finish_reason=finish)
+        yield ChatDelta("", stats)
 
 
 class FakeImageEngine(_FakeBase):

@@ -304,7 +304,7 @@ class ManagedEngine:
 
     # The calls that need the model resident, per kind; any of them may also load another model (an image
     # request naming one), which the manager books.
-    WORK = {"stream", "generate", "generate_batch", "prepare", "transcribe", "transcribe_samples"}
+    WORK = {"stream", "complete", "generate", "generate_batch", "prepare", "transcribe", "transcribe_samples"}
 
     def __init__(self, engine: Engine, manager: ResidencyManager) -> None:
         self._engine = engine

@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTUP = 300  # seconds a start with the real models may take on a busy 2-core machine
 
 
 def free_port() -> int:
@@ -38,6 +39,12 @@ class AppServer:
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=environment)
         self._wait_until_up(timeout)
+
+    def ssl_context(self):
+        """What httpx checks the server's certificate against (httpx takes a context, not a path)."""
+        import ssl
+
+        return ssl.create_default_context(cafile=self.verify) if self.scheme == "https" else True
 
     @property
     def verify(self) -> str | bool:
@@ -82,6 +89,33 @@ class AppServer:
         if answer.status_code != 303:
             raise AssertionError(f"login as {name!r} failed: {answer.status_code} {answer.text[:300]}")
         return session
+
+    def press(self, session: requests.Session, elem_id: str) -> list:
+        """Press a button of the page (its event through the queue, as the browser sends it); its outputs."""
+        import json
+        import uuid
+
+        config = session.get(f"{self.url}/config").json()
+        button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+        fn_index = next(d["id"] for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
+        session_hash = uuid.uuid4().hex
+        body = {"data": [], "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": button}
+        session.post(f"{self.url}/gradio_api/queue/join", json=body).raise_for_status()
+        with session.get(f"{self.url}/gradio_api/queue/data", params={"session_hash": session_hash}, stream=True, timeout=120) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("msg") == "process_completed":
+                        if not message["success"]:
+                            raise AssertionError(message)
+                        return message["output"]["data"]
+        raise AssertionError(f"pressing {elem_id} never completed")
+
+    def api_key(self, name: str, password: str) -> str:
+        """An API key for ``name``, made as a person makes one: signed in, on the API keys tab."""
+        key = self.press(self.login(name, password), "api-key-new")[0]
+        assert key.startswith("mel-"), key
+        return key
 
     def stop(self) -> None:
         self.process.terminate()

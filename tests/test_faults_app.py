@@ -125,7 +125,7 @@ def test_kill_9_mid_reply_and_mid_batch_loses_nothing_finished(tmp_path):
     try:
         client = Client(server.url, verbose=False)
         chat = client.submit("Write a long story about a lighthouse keeper.", max_tokens=4096, temperature=0.0, seed=3, api_name="/chat")
-        images = client.submit(*image_controls(server.url, batch_count=100, seed=100), api_name="/generate")
+        _images = client.submit(*image_controls(server.url, batch_count=100, seed=100), api_name="/generate")
         seen = wait_for(lambda: chat.outputs() and len(chat.outputs()[-1]["reply"].split()) > 30 and chat.outputs()[-1], "a reply")
         conversation_id, reply = seen["conversation_id"], seen["reply"]
         # The reply is saved as it streams (twice a second): kill once what the client saw is on disk.

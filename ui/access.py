@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from server.guard import PRINCIPAL_KEY
-from server.principal import HOST, Principal
+from server.principal import Principal
 from server.uploads import Uploads, inside
 
 NOT_ALLOWED = "Not allowed"

@@ -16,7 +16,7 @@ import gradio as gr
 
 from conversations import Conversation, ConversationStore, StoredMessage, to_json, to_markdown
 from engines import chat_models
-from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats
+from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats, EngineError, InputError
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, user_errors
@@ -346,6 +346,12 @@ class ChatPanel:
         return gr.update(choices=list(self.presets), value=name)
 
     def model_choices(self) -> list[tuple[str, str]]:
+        remote = getattr(self.engine, "models", None)
+        if remote is not None:  # a remote engine: the server's /v1/models
+            try:
+                return [(m, m) for m in remote()]
+            except (EngineError, InputError):
+                return []
         return [(m.name, str(m.path)) for m in chat_models.find_models(self.models_dir)]
 
     def switch_model(self, path: str, n_ctx: float, principal: Principal = HOST):

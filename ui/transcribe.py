@@ -20,7 +20,7 @@ import gradio as gr
 
 from engines import audio_stream, embedded, speech_models, subtitles
 from engines import speakers as speakers_module
-from engines.base import SpeechEngine, TranscribeOptions, Transcript
+from engines.base import EngineError, InputError, SpeechEngine, TranscribeOptions, Transcript
 from engines.live_captions import Captions, LiveCaptioner
 from engines.speakers import SpeakerLabeler
 from server.principal import HOST, Principal
@@ -459,7 +459,7 @@ def build(
                     info="Each channel is transcribed on its own and the two are merged by time.",
                 )  # fmt: skip
             with gr.Accordion("Model", open=False, elem_id="transcribe-model-settings") as model_settings:
-                model_choice = gr.Dropdown(panel_model_choices(models_dir), label="Model", elem_id="transcribe-model-choice")
+                model_choice = gr.Dropdown(panel_model_choices(models_dir, engine), label="Model", elem_id="transcribe-model-choice")
                 use_model = gr.Button("Use this model")
                 hub_id = gr.Textbox(label="Or a Hugging Face id", placeholder="Systran/faster-whisper-large-v3")
                 download = gr.Button("Download and use")
@@ -526,7 +526,7 @@ def build(
         require_host(principal_of(request), "switch models")
         if not value:
             raise gr.Error("Choose a model first.", title="Check your input")
-        name = next((n for n, v in panel_model_choices(models_dir) if v == value), None)
+        name = next((n for n, v in panel_model_choices(models_dir, engine) if v == value), None)
         with user_errors():
             engine.switch(speech_models.resolve(value, panel.cache_dir), name, progress_callback(progress))
         return model_line(engine)
@@ -550,5 +550,11 @@ def build(
         blocks.load(on_load, None, model_settings, **private)
 
 
-def panel_model_choices(models_dir: Path | None) -> list[tuple[str, str]]:
+def panel_model_choices(models_dir: Path | None, engine: SpeechEngine | None = None) -> list[tuple[str, str]]:
+    remote = getattr(engine, "models", None)
+    if remote is not None:  # a remote engine: the server's /v1/models
+        try:
+            return [(m, m) for m in remote()]
+        except (EngineError, InputError):
+            return []
     return [(m.name, m.model) for m in speech_models.find_models(models_dir)]
