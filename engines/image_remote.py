@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 
 from engines.base import (
+    PIXEL_UPSCALER,
     SAMPLERS,
     Cancelled,
     EngineError,
@@ -83,11 +84,28 @@ class RemoteImageEngine:
     def unload(self) -> None:
         self._ready = False
 
+    # The add-ons need the pipeline in this process; /v1/images/generations carries none of them.
+    def loras(self) -> list[str]:
+        return []
+
+    def controlnets(self) -> list[str]:
+        return []
+
+    def upscalers(self) -> list[str]:
+        return [PIXEL_UPSCALER]  # the picker's default; any upscaling is refused in prepare()
+
+    def upscale_image(self, image, params: ImageParams, on_step: StepCallback | None = None, cancel=None):
+        raise InputError("Upscaling is not available with a remote image server: set Upscale to 1.")
+
     def prepare(self, params: ImageParams, progress: ProgressCallback | None = None) -> None:
         if params.refiner:
             raise InputError("A refiner is not available with a remote image server: set Refiner to None.")
-        if params.init_image:
-            raise InputError("Image to image is not available with a remote image server: remove the start image.")
+        if params.init_image or params.mask_image or params.outpaint:
+            raise InputError("Image to image, inpainting and outpainting are not available with a remote image server: remove the start image.")
+        unsupported = [name for name, on in (("LoRAs", params.loras), ("ControlNet", params.controlnet),
+                                             ("the hi-res fix", params.hires_scale != 1), ("upscaling", params.upscale != 1)) if on]  # fmt: skip
+        if unsupported:
+            raise InputError(f"{', '.join(unsupported).capitalize()} not available with a remote image server: switch them off.")
         self.load(progress)
         if params.model not in ("", self.model, self.placeholder):
             available = self.server.model_ids("image")

@@ -19,7 +19,7 @@ import requests
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from engines.base import Cancelled, ChatMessage, ChatParams, EngineError, ImageParams, InputError, TranscribeOptions
+from engines.base import Cancelled, ChatMessage, ChatParams, EngineError, ImageParams, InputError, LoraWeight, TranscribeOptions
 from engines.chat_openai import OpenAIChatEngine
 from engines.image_remote import RemoteImageEngine
 from engines.speech_openai import OpenAISpeechEngine
@@ -270,3 +270,14 @@ def test_a_remote_engine_takes_several_jobs_at_once_and_no_memory_here(tmp_path)
     with TestClient(made, base_url="http://127.0.0.1:7860") as client:
         health = client.get("/health").json()
     assert health["engines"]["chat"]["device"] == "remote" and "remote" not in health["memory"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(loras=(LoraWeight("detail", 0.8),)), dict(controlnet="canny"), dict(hires_scale=2.0), dict(upscale=2.0), dict(outpaint=("left",))],
+)
+def test_add_ons_a_remote_image_server_cannot_do_are_refused_before_any_request(extra):
+    engine = RemoteImageEngine("http://127.0.0.1:9")  # nothing listens there: a request would fail otherwise
+    with pytest.raises(InputError, match="not available with a remote image server"):
+        engine.prepare(ImageParams("a boat", **extra))
+    assert engine.upscalers() == ["Lanczos"] and engine.loras() == [] and engine.controlnets() == []
