@@ -8,6 +8,7 @@ over the tokens, then L2 normalisation) without importing sentence-transformers.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -20,6 +21,9 @@ NAME = "all-MiniLM-L6-v2 (embedded)"
 DIMENSIONS = 384
 MAX_TOKENS = 256  # the model's own limit (sentence_bert_config.json); longer input is cut
 BATCH = 32  # texts per forward pass: large enough to be efficient, small enough that a chat's query waits little
+# All cores but one, as for chat: indexing runs beside chat, and on a busy 2-core machine two torch threads
+# spin-wait for each other (measured 2-4x slower than one while other work ran).
+THREADS = max(1, (os.cpu_count() or 2) - 1)
 
 
 def minilm_folder() -> Path | None:
@@ -30,9 +34,10 @@ def minilm_folder() -> Path | None:
 class Embedder:
     """Loads on first use; thread-safe (one forward pass at a time, so a query waits at most one batch)."""
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", name: str = NAME) -> None:
+    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", name: str = NAME, threads: int = THREADS) -> None:
         self.model_dir = Path(model_dir) if model_dir else minilm_folder()
         self.device = device
+        self.threads = threads
         self.name = name
         self._model = None
         self._tokenizer = None
@@ -80,9 +85,16 @@ class Embedder:
         # Sorting by length would pad less, but batches here are small and mostly even passages.
         encoded = self._tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         encoded = {k: v.to(self.device) for k, v in encoded.items()}
-        with torch.inference_mode():
-            tokens = self._model(**encoded).last_hidden_state
-            mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        # torch's thread count is the calling thread's (OpenMP), and the default for threads started later:
+        # set for this pass, then put back, so the image engine keeps its own.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                tokens = self._model(**encoded).last_hidden_state
+                mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        finally:
+            torch.set_num_threads(previous)
         return pooled.float().cpu().numpy()
