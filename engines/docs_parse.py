@@ -18,6 +18,7 @@ from engines.base import DOCUMENT_SUFFIXES, InputError, ParsedDocument, Passage
 
 MAX_FILE_BYTES = 100 * 1024 * 1024  # a 500-page text PDF is ~5 MB; larger files are scans, archives or mistakes
 TARGET_WORDS = 120  # all-MiniLM-L6-v2 was trained on 128 word pieces: longer passages blur its embedding
+TRANSCRIPT_WORDS = 60  # about 20-30 s of speech: a citation's time span points close to the words
 OVERLAP_WORDS = 20  # the last sentence(s) of a passage start the next one, so a fact cut in two is still whole once
 MIN_TEXT_CHARS_PER_PAGE = 8  # a page with less text than this is a scanned image (or blank)
 SNIFF_BYTES = 8192
@@ -65,7 +66,7 @@ def parse(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> ParsedDocument:
     if suffix in (".html", ".htm"):
         return _document("html", read_html(path))
     if suffix == ".json":
-        return _document("transcript", read_transcript(path), chunk_words=TARGET_WORDS)
+        return _document("transcript", read_transcript(path), chunk_words=TRANSCRIPT_WORDS)
     text = read_text(path)
     if suffix in (".md", ".markdown"):
         return _document("markdown", markdown_blocks(text))
