@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install system-deps cuda bench bench-chat bench-image bench-speech clean-venv
+.PHONY: run test install system-deps cuda bench bench-chat bench-image bench-speech bench-docs clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,9 @@ cuda: $(STAMP)
 	$(PY) -m pip install "nvidia-cublas-cu12>=12.4,<13"
 
 # Benchmarks print JSON (app vs raw engine in one run); copies land in bench/results/.
-bench: bench-chat bench-image bench-speech
+bench: bench-chat bench-image bench-speech bench-docs
 
-bench-chat bench-image bench-speech: bench-%: $(STAMP)
+bench-chat bench-image bench-speech bench-docs: bench-%: $(STAMP)
 	mkdir -p bench/results
 	$(PY) bench/$*.py | tee bench/results/$*.json
 

@@ -203,8 +203,8 @@ def build_app(
                 engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",
                 recordings_dir=settings.data_dir / "recordings", blocks=blocks, access=access, documents=documents,
             )  # fmt: skip
-        with gr.Tab("Documents", id="documents"):
-            ui.documents.build(documents, blocks)
+        with gr.Tab("Documents", id="documents") as documents_tab:
+            ui.documents.build(documents, blocks, documents_tab)
         if sharing is not None:
             ui.share.tabs(blocks, sharing)
     for fn in blocks.fns.values():

@@ -295,7 +295,8 @@ class Documents:
 # ---------------------------------------------------------------- the tab
 
 
-def build(documents: Documents, blocks: gr.Blocks) -> None:
+def build(documents: Documents, blocks: gr.Blocks, tab: gr.Tab | None = None) -> None:
+    """The Documents tab; ``tab``: its list refreshes when the tab is opened (Transcribe may have added one)."""
     selected = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
@@ -372,6 +373,12 @@ def build(documents: Documents, blocks: gr.Blocks) -> None:
     page_only = {"api_visibility": "private"}
     status_outputs = [progress, table, timer]
     blocks.load(on_load, None, [collections, host_row], **page_only)
+    if tab is not None:
+
+        def on_open(request: gr.Request, collection_id):
+            return listing(principal_of(request), collection_id), *shown(principal_of(request), collection_id)
+
+        tab.select(on_open, selected, [collections, *status_outputs], **page_only)
     collections.input(on_select, collections, [selected, *status_outputs], **page_only)
     create.click(on_create, new_name, [collections, selected, new_name, *status_outputs], **page_only)
     new_name.submit(on_create, new_name, [collections, selected, new_name, *status_outputs], **page_only)

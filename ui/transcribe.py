@@ -287,8 +287,9 @@ def build(
     access: Access | None = None,
     documents=None,
 ) -> None:
-    """``documents``: a ``ui.documents.Documents`` for the "Add to documents" button. ``cache_dir``: where the Whisper base extra is joined (default: the temp dir); ``recordings_dir``: where
-    live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes."""
+    """``cache_dir``: where the Whisper base extra is joined (default: the temp dir); ``recordings_dir``: where
+    live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes;
+    ``documents``: a ``ui.documents.Documents`` for the "Add to documents" button."""
     panel = TranscribePanel(engine, speakers, models_dir, cache_dir, recordings_dir, access)
     preset = presets[0]
     model_info = gr.Markdown(model_line(engine), elem_id="transcribe-model")

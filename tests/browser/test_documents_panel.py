@@ -46,3 +46,31 @@ def test_add_a_document_ask_about_it_and_open_the_cited_passage(real_app, page, 
     page.fill("#chat-input textarea", "What is the capital of Peru?")
     page.press("#chat-input textarea", "Enter")
     expect(page.locator('#chatbot [data-testid="bot"]').last).to_contain_text("I found nothing about this in “My documents”", timeout=60_000)
+
+
+def test_a_transcript_added_from_the_transcribe_panel_is_cited_by_its_time(real_app, page, tmp_path):
+    from tests import fixtures
+
+    wav = fixtures.speech_wav(tmp_path, text="The river market opens on Monday. Apples and bread are sold at the north gate.")
+    page.goto(real_app.url)
+    page.get_by_role("tab", name="Transcribe").click()
+    page.locator("#transcribe-audio input[type=file]").set_input_files(str(wav))
+    page.locator("#transcribe-run").click()
+    expect(page.locator("#transcribe-info")).to_contain_text("done in", timeout=120_000)
+    page.locator("#transcript-to-documents").click()
+    expect(page.locator(".toast-body").first).to_contain_text("collection 'Transcripts'")
+
+    page.get_by_role("tab", name="Documents").click()
+    page.get_by_label("Transcripts").check()
+    expect(page.locator("#docs-files-table")).to_contain_text("transcript", timeout=180_000)
+    expect(page.locator("#docs-files-table")).to_contain_text("indexed")
+
+    page.get_by_role("tab", name="Chat").click()
+    page.click("#chat-new")
+    page.locator("#chat-documents input").click()
+    page.get_by_role("option", name="Transcripts").click()
+    page.keyboard.press("Escape")
+    page.fill("#chat-input textarea", "Where are apples and bread sold at the river market?")
+    page.press("#chat-input textarea", "Enter")
+    source = page.locator('#chatbot [data-testid="bot"]').last.locator(".melange-sources summary").first
+    expect(source).to_contain_text(".json, 00:0", timeout=180_000)  # the transcript's file and its time
