@@ -337,6 +337,12 @@ class DocsIndex:
         ).fetchall()
         return [r["uid"] for r in rows]
 
+    def forget_conversation(self, conversation: str) -> None:
+        """A deleted conversation's choice of collections and its answers' sources."""
+        with self._lock:
+            self._db.execute("DELETE FROM conversation_collections WHERE conversation = ?", (conversation,))
+            self._db.execute("DELETE FROM answer_sources WHERE conversation = ?", (conversation,))
+
     def save_sources(self, message_id: int, conversation: str, sources: list[dict]) -> None:
         """The passages an answer was given; none: forget any an earlier message with this id had (SQLite may
         hand a regenerated reply the id of the one it replaced)."""

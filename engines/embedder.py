@@ -72,17 +72,19 @@ class Embedder:
         """One unit-length float32 row per text (so a dot product is the cosine similarity)."""
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
-        out = []
-        for i in range(0, len(texts), BATCH):
+        # Similar lengths batched together pad less (a page's last passage is often short).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        for start in range(0, len(order), BATCH):
+            batch = order[start : start + BATCH]
             with self._lock:
                 self._load_locked()
-                out.append(self._forward(texts[i : i + BATCH]))
-        return np.concatenate(out)
+                out[batch] = self._forward([texts[i] for i in batch])
+        return out
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        # Sorting by length would pad less, but batches here are small and mostly even passages.
         encoded = self._tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         encoded = {k: v.to(self.device) for k, v in encoded.items()}
         # torch's thread count is the calling thread's (OpenMP), and the default for threads started later:

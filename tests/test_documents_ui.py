@@ -244,3 +244,13 @@ def test_deleting_a_collection_removes_its_copies_and_its_place_in_conversations
     assert not Path(collection.root).exists()
     assert documents.attached(conversation) == [] and documents.visible(ANA) == []
     send(chat, conversation, "alpha again?", ANA)  # the conversation goes on without documents
+
+
+def test_deleting_a_conversation_forgets_its_documents_and_sources(setup):
+    documents, chat, _, uploads, tmp_path = setup
+    collection, _ = add(documents, uploads, tmp_path, HOST, {"ferry.txt": "The ferry to Inishmore leaves at 10:30."})
+    conversation = send(chat, None, "When does the ferry to Inishmore leave?", HOST, documents=[collection.id])[0][1]
+    reply_id = chat.store.messages(conversation)[-1].id
+    assert documents.sources(conversation, [reply_id])
+    chat.delete(conversation, HOST)
+    assert documents.attached(conversation) == [] and documents.sources(conversation, [reply_id]) == {}

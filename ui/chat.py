@@ -180,6 +180,8 @@ class ChatPanel:
         if conversation_id is not None:
             self.conversation(conversation_id, principal)
             self.store.delete(conversation_id)
+            if self.documents is not None:
+                self.documents.forget(conversation_id)
         return self.history_update(None, principal), [], None, "", ""
 
     def export(self, conversation_id: str | None, principal: Principal = HOST) -> list[str]:

@@ -285,6 +285,9 @@ class Documents:
         messages = [*prompt[:-1], ChatMessage("user", retrieval.grounded_question(context, question))]
         return Grounding(messages, used)
 
+    def forget(self, conversation_id: str) -> None:
+        self.index.forget_conversation(conversation_id)
+
     def save_sources(self, message_id: int, conversation_id: str, hits: list[Hit]) -> None:
         self.index.save_sources(message_id, conversation_id, [source_dict(i, h) for i, h in enumerate(hits, start=1)])
 
