@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import docs_fixtures as make
+from tests.browser.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -23,6 +24,8 @@ def test_add_a_document_ask_about_it_and_open_the_cited_passage(real_app, page, 
     expect(table).to_contain_text("lighthouse.pdf", timeout=60_000)
     expect(table).to_contain_text("indexed", timeout=180_000)  # the embedding model loads on first use
     expect(page.locator("#docs-progress")).to_contain_text("1 file(s) indexed")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "documents-tab.png"), full_page=True)
 
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-documents input").click()
