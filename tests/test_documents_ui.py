@@ -19,7 +19,7 @@ from server.principal import HOST, Principal
 from server.uploads import Uploads
 from ui.access import Access
 from ui.chat import ChatPanel
-from ui.documents import NOTHING_FOUND, Documents
+from ui.documents import NOTHING_FOUND, STILL_INDEXING, Documents
 from ui.presets import load_presets
 
 ANA = Principal("guest", "Ana")
@@ -254,3 +254,31 @@ def test_deleting_a_conversation_forgets_its_documents_and_sources(setup):
     assert documents.sources(conversation, [reply_id])
     chat.delete(conversation, HOST)
     assert documents.attached(conversation) == [] and documents.sources(conversation, [reply_id]) == {}
+
+
+def test_a_question_asked_while_its_documents_are_indexed_says_to_wait(setup, monkeypatch):
+    import threading
+
+    from engines import docs_parse
+
+    documents, chat, engine, uploads, tmp_path = setup
+    reading, release = threading.Event(), threading.Event()
+    real_parse = docs_parse.parse
+
+    def slow_parse(path, *args, **kwargs):
+        reading.set()
+        release.wait(30)
+        return real_parse(path, *args, **kwargs)
+
+    monkeypatch.setattr(docs_parse, "parse", slow_parse)
+    path = upload(uploads, tmp_path, HOST, "ferry.txt", "The ferry to Inishmore leaves at 10:30.")
+    collection, _ = documents.add_uploads(None, [path], HOST)
+    assert reading.wait(30)
+    try:
+        reply = send(chat, None, "When does the ferry to Inishmore leave?", HOST, documents=[collection.id])[-1][0][-1]["content"]
+    finally:
+        release.set()
+    assert reply == STILL_INDEXING.format(names="“My documents”") and engine.prompts == []
+    assert documents.indexer.wait(collection.id, timeout=60)
+    send(chat, None, "When does the ferry to Inishmore leave?", HOST, documents=[collection.id])
+    assert "10:30" in engine.prompts[-1][-1].content

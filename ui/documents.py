@@ -36,6 +36,12 @@ NOTHING_FOUND = (
 )
 
 
+STILL_INDEXING = (
+    "Nothing indexed so far matches this, but {names} is still being indexed: ask again when the Documents tab "
+    "says it is done."
+)
+
+
 def clean_name(name: str | None) -> str:
     name = " ".join((name or "").split())
     if not name:
@@ -276,6 +282,9 @@ class Documents:
         hits = retrieval.search(self.index, self.embedder, ids, question, self.params)
         names = ", ".join(f"“{self.index.collection(c).name}”" for c in ids)
         if not hits:
+            busy = [f"“{self.index.collection(c).name}”" for c in ids if self.indexer.busy(c)]
+            if busy:  # not "nothing found": the answer may be in what is not indexed yet
+                return Grounding(prompt, [], STILL_INDEXING.format(names=", ".join(busy)))
             return Grounding(prompt, [], NOTHING_FOUND.format(names=names))
         system = "".join(m.content for m in prompt if m.role == "system")
         budget = retrieval.sources_budget(n_ctx, params.max_tokens, system + retrieval.grounded_question("", question))
