@@ -17,6 +17,7 @@ import gradio as gr
 from fastapi import FastAPI, Request
 
 import ui.chat
+import ui.documents
 import ui.image
 import ui.share
 import ui.status
@@ -194,6 +195,24 @@ def limits(settings: Settings) -> Limits:
     )
 
 
+def build_documents(settings: Settings, access: Access) -> ui.documents.Documents:
+    """The documents index (its own SQLite file), its background indexer and the embedding model (loaded on
+    first use). Fake engines get a bag-of-words stand-in for the embedding model."""
+    from engines.docs_index import DocsIndex
+    from engines.docs_indexer import Indexer
+
+    if settings.engines == "fake":
+        from engines.fake import FakeEmbedder
+
+        embedder = FakeEmbedder()
+    else:
+        from engines.embedder import Embedder
+
+        embedder = Embedder()
+    index = DocsIndex(settings.data_dir / "documents.db")
+    return ui.documents.Documents(index, Indexer(index, embedder), embedder, settings.data_dir / "documents", access)
+
+
 def build_app(
     settings: Settings,
     engines: Engines,
@@ -202,6 +221,7 @@ def build_app(
     first_start: bool = False,
     sharing: lan.Sharing | None = None,
     access: Access | None = None,
+    documents: ui.documents.Documents | None = None,
 ) -> gr.Blocks:
     """The Gradio UI: one tab per panel, each handed its engine."""
     presets = presets or load_presets(user_root=user_presets_dir(settings))
@@ -209,6 +229,7 @@ def build_app(
     profile = suggest_profile(presets.profiles, gpu_bytes)
     store = store or ConversationStore(settings.data_dir / "melange.db")
     access = access or Access(settings.data_dir, limits=limits(settings))
+    documents = documents or build_documents(settings, access)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         if sharing is not None:
             ui.share.header(blocks, sharing)
@@ -217,15 +238,17 @@ def build_app(
         with gr.Tab("Chat", id="chat"):
             ui.chat.build(
                 blocks, engines.chat, presets.chat, store, settings.resolved_models_dir, user_presets_dir(settings),
-                access, remote_images=settings.chat_remote_images,
+                access, remote_images=settings.chat_remote_images, documents=documents,
             )  # fmt: skip
         with gr.Tab("Image", id="image"):
             ui.image.build(engines.image, presets.image, settings.data_dir / "images", profile, access, blocks)
         with gr.Tab("Transcribe", id="transcribe"):
             ui.transcribe.build(
                 engines.speech, presets.transcribe, settings.resolved_models_dir, SpeakerLabeler(), settings.data_dir / "models",
-                recordings_dir=settings.data_dir / "recordings", blocks=blocks, access=access,
+                recordings_dir=settings.data_dir / "recordings", blocks=blocks, access=access, documents=documents,
             )  # fmt: skip
+        with gr.Tab("Documents", id="documents") as documents_tab:
+            ui.documents.build(documents, blocks, documents_tab)
         if sharing is not None:
             ui.share.tabs(blocks, sharing)
     for fn in blocks.fns.values():

@@ -524,3 +524,109 @@ class SpeechEngine(Engine, Protocol):
 
     def transcribe_samples(self, samples, options: TranscribeOptions) -> list[Segment]:
         """Transcribe a short float32 16 kHz mono array at once (live captions); times from its start."""
+
+
+# ---------------------------------------------------------------- documents
+
+# What "Add files" takes: the parsers in ``docs_parse`` by suffix (".json": a Melange transcript export).
+DOCUMENT_SUFFIXES = (".pdf", ".docx", ".md", ".markdown", ".txt", ".text", ".html", ".htm", ".json")
+FileState = Literal["indexed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A piece of a document small enough to embed and quote, with where it came from (its citation anchor)."""
+
+    text: str
+    page: int | None = None  # 1-based page of a PDF
+    start: float | None = None  # seconds into a transcript
+    end: float | None = None
+    section: str = ""  # the nearest heading above it, where the format has headings
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    kind: str  # "pdf", "docx", "markdown", "text", "html", "transcript"
+    passages: list[Passage]
+    pages: int = 0  # a PDF's pages (what indexing throughput is counted in); 0 for other formats
+    note: str = ""  # something the person should know although it was indexed ("3 pages had no text")
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: str  # random and unguessable, like a conversation's
+    name: str
+    owner: str
+    root: str  # the folder that is scanned: the uploads' own folder, or a folder the host named
+    from_folder: bool  # True: the host's folder, read where it is; False: uploaded copies
+    created: float
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    path: str
+    name: str  # relative to the collection's root
+    size: int
+    state: FileState
+    message: str  # why it failed or was skipped, or a note ("3 pages had no text")
+    kind: str = ""
+    pages: int = 0
+    passages: int = 0
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """One collection's indexing, as the page polls it."""
+
+    running: bool = False
+    stage: str = ""  # "queued", "scanning", "indexing", "" when idle
+    total: int = 0  # files found in the last scan
+    done: int = 0  # of them, handled (indexed, unchanged, failed or skipped)
+    current: str = ""  # the file being read now
+    indexed: int = 0  # (re)indexed in this run
+    unchanged: int = 0
+    removed: int = 0  # deleted from the folder, so dropped from the index
+    failed: int = 0
+    skipped: int = 0  # not a document type (a picture, an archive)
+    pages: int = 0  # PDF pages read in this run
+    passages: int = 0
+    seconds: float = 0.0
+    message: str = ""  # about the whole run: a folder over the file limit, a missing folder, an engine failure
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class RetrievalParams:
+    k: int = 5  # passages handed to the model at most
+    candidates: int = 40  # taken from each of the two searches before fusing
+    min_similarity: float = 0.3  # cosine similarity below which a passage is not about the question
+    rrf_k: int = 60  # reciprocal rank fusion's constant (Cormack et al. 2009)
+
+    def check(self) -> None:
+        if not 1 <= self.k <= 50:
+            raise InputError(f"k must be between 1 and 50, got {self.k}.")
+        if not self.k <= self.candidates <= 1000:
+            raise InputError(f"candidates must be between k and 1000, got {self.candidates}.")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise InputError(f"min_similarity must be between -1 and 1, got {self.min_similarity}.")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage with where it came from and why it ranked."""
+
+    passage_id: int
+    collection: str  # the collection's id
+    file: str  # its name, relative to the collection's root
+    text: str
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    section: str = ""
+    score: float = 0.0  # the fused (reciprocal rank) score
+    similarity: float = 0.0  # cosine similarity of its embedding to the question's
+    lexical_rank: int | None = None  # 1-based rank in the BM25 search; None: not found there
+    vector_rank: int | None = None

@@ -224,3 +224,25 @@ class FakeSpeechEngine(_FakeBase):
             if np.abs(samples[i * half : (i + 1) * half]).max() > 0.01
         ]
         return [Segment(words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))] if words else []
+
+
+class FakeEmbedder:
+    """Bag of words, hashed into 384 dimensions: texts that share words are close, others are not. Enough to
+    drive the documents UI instantly; retrieval quality is tested on the real model."""
+
+    name = "fake-embedder"
+    dimensions = 384
+    loaded = True
+
+    def embed(self, texts: list[str]):
+        import re
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                if len(word) > 2:
+                    out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimensions] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)

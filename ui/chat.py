@@ -20,6 +20,7 @@ from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats, EngineE
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, user_errors
+from ui.documents import Documents, sources_html
 from ui.presets import ChatPreset, PresetError, save_preset
 
 MAX_MESSAGE_CHARS = 100_000  # far past any local model's context; stops a runaway paste early
@@ -118,8 +119,10 @@ class ChatPanel:
         user_presets_dir: Path,
         access: Access | None = None,
         remote_images: bool = False,
+        documents: Documents | None = None,
     ) -> None:
         self.engine = engine
+        self.documents = documents
         self.store = store
         self.models_dir = models_dir
         self.presets = {p.name: p for p in presets}
@@ -127,8 +130,14 @@ class ChatPanel:
         self.access = access or Access()
         self.remote_images = remote_images
 
-    def chatbot(self, messages: list[StoredMessage]) -> list[dict]:
-        return to_chatbot(messages, self.remote_images)
+    def chatbot(self, messages: list[StoredMessage], conversation_id: str | None = None) -> list[dict]:
+        shown = to_chatbot(messages, self.remote_images)
+        if self.documents is not None and conversation_id is not None:  # each answer's sources under it
+            sources = self.documents.sources(conversation_id, [m.id for m in messages if m.role == "assistant"])
+            for m, item in zip(messages, shown):
+                if m.role == "assistant" and sources.get(m.id):
+                    item["content"] += without_remote_images(sources_html(sources[m.id]))
+        return shown
 
     # ---------------------------------------------------------------- conversations
 
@@ -156,7 +165,7 @@ class ChatPanel:
         title = self.conversation(conversation_id, principal).title
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.role == "assistant" and m.stats), None)
-        return self.chatbot(messages), conversation_id, title, stats_line(last.stats) if last else ""
+        return self.chatbot(messages, conversation_id), conversation_id, title, stats_line(last.stats) if last else ""
 
     def rename(self, conversation_id: str | None, title: str, principal: Principal = HOST):
         if conversation_id is None:
@@ -171,6 +180,8 @@ class ChatPanel:
         if conversation_id is not None:
             self.conversation(conversation_id, principal)
             self.store.delete(conversation_id)
+            if self.documents is not None:
+                self.documents.forget(conversation_id)
         return self.history_update(None, principal), [], None, "", ""
 
     def export(self, conversation_id: str | None, principal: Principal = HOST) -> list[str]:
@@ -200,15 +211,21 @@ class ChatPanel:
         self.access.limits.check_tokens(principal, params.max_tokens)
         return params
 
-    def send(self, conversation_id: str | None, message: str, *controls, principal: Principal = HOST, progress=gr.Progress()):
-        """Store the user's message first, then stream the reply into the page and the database."""
+    def send(self, conversation_id: str | None, message: str, *controls, principal: Principal = HOST, progress=gr.Progress(), documents: list[str] | None = None):
+        """Store the user's message first, then stream the reply into the page and the database. ``documents``:
+        the collections chosen in the page for this conversation (None: leave them as they are)."""
         message = clean_message(message)
         sampling = Sampling(*controls)
         params = self._params(sampling, principal)
+        if self.documents is not None and documents:
+            for collection_id in documents:  # checked before anything is stored
+                self.documents.collection(collection_id, principal)
         if conversation_id is None:
             conversation_id = self.store.create(message, owner=principal.owner).id
         else:
             self.conversation(conversation_id, principal)
+        if self.documents is not None and documents is not None:
+            self.documents.attach(conversation_id, documents, principal)
         self.store.add_message(conversation_id, "user", message)
         yield from self._reply(conversation_id, sampling, params, progress, clear_textbox=True, principal=principal)
 
@@ -247,11 +264,11 @@ class ChatPanel:
     ):  # fmt: skip
         textbox = "" if clear_textbox else gr.skip()
         history = [m for m in self.store.messages(conversation_id) if m.id != replace]
-        yield self.chatbot(history), conversation_id, textbox, "", self.history_update(conversation_id, principal)
+        yield self.chatbot(history, conversation_id), conversation_id, textbox, "", self.history_update(conversation_id, principal)
         ensure_loaded(self.engine, progress)
         for reply in self._generate(conversation_id, history, sampling, params, replace):
             stats = reply.stats
-            yield self.chatbot([*history, reply]), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
+            yield self.chatbot([*history, reply], conversation_id), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
 
     def _generate(
         self, conversation_id: str, history: list[StoredMessage], sampling: Sampling, params: ChatParams, replace: int | None = None
@@ -268,7 +285,24 @@ class ChatPanel:
         self.store.update_settings(conversation_id, settings)
         prompt = [ChatMessage("system", sampling.system_prompt.strip())] if sampling.system_prompt.strip() else []
         prompt += [ChatMessage(m.role, m.content) for m in history]
+        grounding = None
+        if self.documents is not None:  # the chosen documents' passages go before the question
+            with user_errors():
+                grounding = self.documents.ground(conversation_id, prompt, params, self.engine.n_ctx)
+        if grounding is not None and grounding.reply is not None:  # nothing relevant: say so, invent nothing
+            if replace is None:
+                reply_id = self.store.add_message(conversation_id, "assistant", grounding.reply)
+            else:
+                reply_id = replace
+                self.store.update_message(replace, grounding.reply, None)
+            self.documents.save_sources(reply_id, conversation_id, [])
+            yield StoredMessage(reply_id, "assistant", grounding.reply)
+            return
+        if grounding is not None:
+            prompt = grounding.messages
         reply_id = self.store.add_message(conversation_id, "assistant", "") if replace is None else replace
+        if self.documents is not None:
+            self.documents.save_sources(reply_id, conversation_id, grounding.hits if grounding else [])
         reply = StoredMessage(reply_id, "assistant", "")
         last_save = last_update = 0.0
         finished = False
@@ -385,9 +419,10 @@ def build(
     user_presets_dir: Path,
     access: Access | None = None,
     remote_images: bool = False,
+    documents: Documents | None = None,
 ) -> None:
     """Lay out the chat panel inside ``blocks``; the sidebar and model list refresh on every page load."""
-    panel = ChatPanel(engine, store, models_dir, presets, user_presets_dir, access, remote_images)
+    panel = ChatPanel(engine, store, models_dir, presets, user_presets_dir, access, remote_images, documents)
     preset = presets[0]
     conversation_id = gr.State(None)
     with gr.Row():
@@ -402,6 +437,10 @@ def build(
             exported = gr.File(label="Export", file_count="multiple", interactive=False, elem_id="chat-exported")
         with gr.Column(scale=4):
             model_info = gr.Markdown(lambda: model_line(engine), elem_id="chat-model")
+            documents_choice = gr.Dropdown(
+                [], value=[], multiselect=True, label="Documents (answers come from these, with sources)",
+                elem_id="chat-documents", visible=documents is not None,
+            )  # fmt: skip
             chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot", editable="user")
             stats = gr.Markdown(elem_id="chat-stats")
             with gr.Row():
@@ -443,8 +482,8 @@ def build(
     refresh_model = {"fn": lambda: model_line(engine), "inputs": None, "outputs": model_info, "api_visibility": "private"}
 
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
-    def on_send(request: gr.Request, conv_id, text, *values, progress=gr.Progress()):
-        yield from panel.send(conv_id, text, *values, principal=principal_of(request), progress=progress)
+    def on_send(request: gr.Request, conv_id, text, chosen, *values, progress=gr.Progress()):
+        yield from panel.send(conv_id, text, *values, principal=principal_of(request), progress=progress, documents=chosen)
 
     def on_retry(request: gr.Request, conv_id, *values, progress=gr.Progress()):
         yield from panel.regenerate(conv_id, *values, principal=principal_of(request), progress=progress)
@@ -454,8 +493,8 @@ def build(
 
     private = {"concurrency_id": "chat", "api_visibility": "private"}
     events = [
-        message.submit(on_send, [conversation_id, message, *controls], outputs, **private),
-        send.click(on_send, [conversation_id, message, *controls], outputs, **private),
+        message.submit(on_send, [conversation_id, message, documents_choice, *controls], outputs, **private),
+        send.click(on_send, [conversation_id, message, documents_choice, *controls], outputs, **private),
         chatbot.retry(on_retry, [conversation_id, *controls], outputs, **private),
         chatbot.edit(on_edit, [conversation_id, *controls], outputs, **private),
     ]
@@ -498,6 +537,28 @@ def build(
     delete.click(on_delete, conversation_id, [history, *opened], cancels=events, **page_only)
     export.click(on_export, conversation_id, exported, **page_only)
     chatbot.clear(lambda: (None, "", "", gr.update(value=None)), None, [conversation_id, title, stats, history], cancels=events, **page_only)
+
+    if documents is not None:  # the documents a conversation asks: shown when it opens, kept when changed
+
+        def documents_of(request: gr.Request, conv_id):
+            principal = principal_of(request)
+            attached = documents.attached(conv_id) if conv_id and panel.store.exists(conv_id, None if principal.is_host else principal.owner) else []
+            return gr.update(choices=documents.choices(principal), value=attached)
+
+        def refresh_choices(request: gr.Request):  # collections made in the Documents tab since the page loaded
+            return gr.update(choices=documents.choices(principal_of(request)))
+
+        def on_choose(request: gr.Request, conv_id, chosen):
+            if conv_id is not None:  # a new conversation takes the choice with its first message
+                panel.conversation(conv_id, principal_of(request))
+                documents.attach(conv_id, chosen, principal_of(request))
+
+        history.input(documents_of, history, documents_choice, **page_only)
+        for cleared in (new_chat.click, delete.click, chatbot.clear):
+            cleared(lambda: gr.update(value=[]), None, documents_choice, **page_only)
+        documents_choice.focus(refresh_choices, None, documents_choice, **page_only)
+        documents_choice.input(on_choose, [conversation_id, documents_choice], None, **page_only)
+        blocks.load(refresh_choices, None, documents_choice, **page_only)
 
     blocks.load(on_load, None, [history, model_choice, model_settings, preset_name, save], **page_only)
     preset_choice.input(panel.apply_preset, preset_choice, controls[:6], **page_only)

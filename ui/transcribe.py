@@ -412,9 +412,11 @@ def build(
     recordings_dir: Path | None = None,
     blocks: gr.Blocks | None = None,
     access: Access | None = None,
+    documents=None,
 ) -> None:
     """``cache_dir``: where the Whisper base extra is joined (default: the temp dir); ``recordings_dir``: where
-    live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes."""
+    live recordings are kept (default: the temp dir); ``blocks``: to finish a recording when its page closes;
+    ``documents``: a ``ui.documents.Documents`` for the "Add to documents" button."""
     panel = TranscribePanel(engine, speakers, models_dir, cache_dir, recordings_dir, access)
     preset = presets[0]
     model_info = gr.Markdown(model_line(engine), elem_id="transcribe-model")
@@ -472,6 +474,7 @@ def build(
                 static_columns=[0], label="Speakers: type a name to rename", elem_id="transcript-speakers",
             )  # fmt: skip
             rename = gr.Button("Rename speakers")
+            add_to_documents = gr.Button("Add to documents", visible=documents is not None, elem_id="transcript-to-documents")
             files = gr.File(label="Exports (TXT, SRT, VTT, JSON)", file_count="multiple", elem_id="transcript-files")
             recording = gr.File(label="Recording", visible=True, elem_id="live-recording")
     transcript_state = gr.State(None)
@@ -499,6 +502,16 @@ def build(
         return panel.rename(transcript, rows, principal_of(request))
 
     rename.click(on_rename, [transcript_state, speaker_table], [timed, files], **private)
+
+    def on_add_to_documents(request: gr.Request, transcript, rows, audio_path, recording_path):
+        source = audio_path or recording_path  # only its name is used, for the document's name
+        collection = documents.add_transcript(transcript, names_from_rows(rows), source, principal_of(request))
+        gr.Info(f"Added to your documents, collection {collection.name!r}: choose it under Documents in Chat to ask about it.")
+
+    if documents is not None:
+        add_to_documents.click(
+            on_add_to_documents, [transcript_state, speaker_table, audio, recording], None, api_visibility="private"
+        )
 
     # gr.Request comes first: Gradio fills it by position, and after *values it would never arrive.
     # The recorder's events carry the recording's id in their data (ui/live_mic.py).
