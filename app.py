@@ -303,9 +303,11 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
         return health(engines) if principal is not None and principal.is_host else {"status": "ok"}
 
     lan.routes(app, sharing)
-    blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access)
+    documents = build_documents(settings, access)
+    blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access, documents=documents)
     app.include_router(queue_router(lambda: blocks))
-    app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb))  # /v1, before the page at "/"
+    # /v1, before the page at "/"; the documents' embedding model answers /v1/embeddings
+    app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb, embedder=documents.embedder))
     run_remote_jobs_side_by_side(blocks, engines, settings.remote_concurrency)
     gr.mount_gradio_app(
         app,

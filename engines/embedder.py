@@ -82,6 +82,12 @@ class Embedder:
                 out[batch] = self._forward([texts[i] for i in batch])
         return out
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for ``texts`` (each cut at its limit), for an API's usage figures."""
+        with self._lock:
+            self._load_locked()
+            return sum(min(len(ids), MAX_TOKENS) for ids in self._tokenizer(texts, add_special_tokens=True)["input_ids"])
+
     def _forward(self, texts: list[str]) -> np.ndarray:
         import torch
 

@@ -246,3 +246,6 @@ class FakeEmbedder:
                     out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimensions] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1.0, norms)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(text.split()) + 2 for text in texts)  # words, and the two markers a real tokenizer adds

@@ -12,6 +12,7 @@ import json
 import threading
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import requests
@@ -54,12 +55,37 @@ def ask(client, content: str, **kwargs):
 
 def test_models_lists_what_each_panel_runs(client):
     models = {m.kind: m.id for m in client.models.list().data}
-    assert set(models) == {"chat", "image", "speech"}
+    assert set(models) == {"chat", "image", "speech", "embedding"}
     assert models["chat"].startswith("SmolLM2") and "Whisper" in models["speech"]
     assert client.models.retrieve(models["chat"]).id == models["chat"]
     assert client.models.retrieve("whisper-1").id == models["speech"], "OpenAI's transcription model name is an alias"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def test_embeddings_are_the_documents_model_unit_length_and_close_for_close_meanings(client):
+    texts = ["The cat sat on the mat.", "A kitten is sitting on a rug.", "Quarterly revenue rose by four percent."]
+    answer = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    vectors = np.array([d.embedding for d in sorted(answer.data, key=lambda d: d.index)])
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2, "a cat on a mat is nearer a kitten than revenue"
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens > 3 * 5
+    # The same text alone, as base64 float32 (what the openai client asks for by default), is the same vector.
+    alone = client.embeddings.create(model=answer.model, input=texts[0], encoding_format="base64")
+    assert np.allclose(np.frombuffer(base64.b64decode(alone.data[0].embedding), "<f4"), vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [({"input": []}, 400), ({"input": [""]}, 400), ({"input": "hi", "dimensions": 1536}, 400), ({"input": [1, 2, 3]}, 400),
+     ({"input": "hi", "model": "text-embedding-3-large"}, 404), ({"input": ["x"] * 2049}, 400)],
+)  # fmt: skip
+def test_bad_embedding_requests_are_openai_shaped_4xx(server, body, status):
+    answer = requests.post(f"{server.url}/v1/embeddings", json=body, timeout=60)
+    assert answer.status_code == status and answer.json()["error"]["message"], answer.text
 
 
 # ---------------------------------------------------------------- chat

@@ -50,6 +50,6 @@ def test_no_generated_request_gets_a_server_error(server, tmp_path):
     )  # fmt: skip
     report = run.stdout[-8000:] + run.stderr[-2000:]
     assert run.returncode == 0, report
-    assert "7 selected" in run.stdout and " passed" in run.stdout, report
+    assert "8 selected" in run.stdout and " passed" in run.stdout, report
     assert key not in server.log.read_text(), "the guest's key reached the log"
     assert server.health()["status"] == "ok"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from server.openai_api import audio, chat, images
+from server.openai_api import audio, chat, embeddings, images
 from server.openai_api.common import ALIASES, V1, authenticate
 from server.openai_api.errors import OpenAIError, V1Route
 from server.openai_api.schemas import ErrorResponse, Model, ModelList
@@ -35,9 +35,10 @@ ERRORS = {
 }
 
 
-def openai_router(engines, blocks, access, upload_limit_mb: int = 2048, jobs_per_guest: int = 1) -> APIRouter:
+def openai_router(engines, blocks, access, upload_limit_mb: int = 2048, jobs_per_guest: int = 1, embedder=None) -> APIRouter:
     """``engines``: the app's ``Engines`` (chat, image, speech); ``blocks``: the page, whose queue the jobs
-    share; ``access``: ``ui.access.Access`` (per-person folders and caps)."""
+    share; ``access``: ``ui.access.Access`` (per-person folders and caps); ``embedder``: the documents'
+    embedding model, served at /v1/embeddings (none: no such route)."""
     turns = Turns(blocks, jobs_per_guest)
     turns.register()
     v1 = V1(engines.chat, engines.image, engines.speech, turns, access)
@@ -45,7 +46,10 @@ def openai_router(engines, blocks, access, upload_limit_mb: int = 2048, jobs_per
     router = APIRouter(prefix="/v1", route_class=route_class, dependencies=[Depends(authenticate)], responses=ERRORS, tags=["OpenAI-compatible"])
 
     def model_list() -> list[Model]:
-        return [Model(id=v1.running(kind), created=v1.started, owned_by="melange", kind=kind) for kind in ("chat", "image", "speech")]
+        listed = [Model(id=v1.running(kind), created=v1.started, owned_by="melange", kind=kind) for kind in ("chat", "image", "speech")]
+        if embedder is not None:
+            listed.append(Model(id=embeddings.model_id(embedder), created=v1.started, owned_by="melange", kind="embedding"))
+        return listed
 
     @router.get("/models", response_model=ModelList, summary="The models each panel runs")
     async def models() -> dict:
@@ -54,13 +58,15 @@ def openai_router(engines, blocks, access, upload_limit_mb: int = 2048, jobs_per
     @router.get("/models/{model:path}", response_model=Model, summary="One model")
     async def model(model: str) -> Model:
         for entry in model_list():
-            if model == entry.id or model in ALIASES[entry.kind]:
+            if model == entry.id or model in ALIASES.get(entry.kind, embeddings.ALIASES):
                 return entry
         raise OpenAIError(404, f"The model {model[:200]!r} does not exist here (see /v1/models).", code="model_not_found", param="model")
 
     chat.add_routes(router, v1)
     images.add_routes(router, v1)
     audio.add_routes(router, v1)
+    if embedder is not None:
+        embeddings.add_routes(router, embedder)
 
     known = {route.path for route in router.routes}
 

@@ -34,7 +34,7 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    kind: Literal["chat", "image", "speech"] = Field(description="Melange: which panel's engine serves it.")
+    kind: Literal["chat", "image", "speech", "embedding"] = Field(description="Melange: which panel's engine serves it (embedding: the documents' model).")
 
 
 class ModelList(BaseModel):
@@ -175,6 +175,41 @@ class ImageData(BaseModel):
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
+
+
+# ---------------------------------------------------------------- embeddings
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit
+MAX_EMBEDDING_CHARS = 32_000  # per text: far past the 256 tokens the model reads (the rest is cut, as OpenAI cuts at its limit)
+
+
+class EmbeddingRequest(Request):
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_EMBEDDING_CHARS)]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_EMBEDDING_CHARS)]], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    ) = Field(description="A text or a list of texts (token ids are not accepted: send text).")
+    model: str | None = Field(None, max_length=512, description="Default: the embedded all-MiniLM-L6-v2.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, le=4096, description="Only the model's own (384) is offered.")
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32 with encoding_format=base64.")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 # ---------------------------------------------------------------- audio
