@@ -24,9 +24,9 @@ import ui.status
 import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, EngineError, ImageEngine, SpeechEngine
-from engines.recordings import repair_recordings
+from engines.speech.recordings import repair_recordings
 from engines.residency import ResidencyManager, parse_size
-from engines.speakers import SpeakerLabeler
+from engines.speech.speakers import SpeakerLabeler
 from server import lan
 from server.guard import principal_of
 from server.openai_api import openai_router
@@ -97,11 +97,11 @@ def remote_engines(settings: Settings) -> dict[str, Engine]:
         key = secret.get_secret_value() if secret is not None else None
         model = getattr(settings, f"{kind}_model")
         if kind == "chat":
-            from engines.chat_openai import OpenAIChatEngine as Remote
+            from engines.chat.remote import OpenAIChatEngine as Remote
         elif kind == "speech":
-            from engines.speech_openai import OpenAISpeechEngine as Remote
+            from engines.speech.remote import OpenAISpeechEngine as Remote
         else:
-            from engines.image_remote import RemoteImageEngine as Remote
+            from engines.image.remote import RemoteImageEngine as Remote
         try:
             made[kind] = Remote(url, key, model, ca_file=str(settings.remote_ca_file) if settings.remote_ca_file else None)
         except EngineError as e:
@@ -118,9 +118,9 @@ def build_engines(settings: Settings) -> Engines:
         return Engines(remote.get("chat") or FakeChatEngine(), remote.get("image") or FakeImageEngine(), remote.get("speech") or FakeSpeechEngine())
 
     from engines import device, embedded
-    from engines.chat_llama import LlamaChatEngine
-    from engines.image_diffusers import DiffusersImageEngine, SpeedOptions, load_tiny_demo
-    from engines.speech_whisper import WhisperSpeechEngine
+    from engines.chat.llama import LlamaChatEngine
+    from engines.image.diffusion import DiffusersImageEngine, SpeedOptions, load_tiny_demo
+    from engines.speech.whisper import WhisperSpeechEngine
 
     chat_model, chat_name = settings.chat_model, None
     if chat_model is None and "chat" not in remote:
@@ -198,15 +198,15 @@ def limits(settings: Settings) -> Limits:
 def build_documents(settings: Settings, access: Access) -> ui.documents.Documents:
     """The documents index (its own SQLite file), its background indexer and the embedding model (loaded on
     first use). Fake engines get a bag-of-words stand-in for the embedding model."""
-    from engines.docs_index import DocsIndex
-    from engines.docs_indexer import Indexer
+    from engines.docs.index import DocsIndex
+    from engines.docs.indexer import Indexer
 
     if settings.engines == "fake":
         from engines.fake import FakeEmbedder
 
         embedder = FakeEmbedder()
     else:
-        from engines.embedder import Embedder
+        from engines.docs.embedder import Embedder
 
         embedder = Embedder()
     index = DocsIndex(settings.data_dir / "documents.db")

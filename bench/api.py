@@ -118,7 +118,7 @@ def bench_remote(args, http) -> dict:
 
 def bench_speech(args, http) -> dict:
     from engines.base import TranscribeOptions
-    from engines.speech_whisper import WhisperSpeechEngine
+    from engines.speech.whisper import WhisperSpeechEngine
     from tests import fixtures
 
     engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), "cpu", cpu_threads=args.threads)
@@ -159,7 +159,7 @@ def bench_image(args, http) -> list[dict]:
     from bench.image import PROMPT as IMAGE_PROMPT
     from bench.image import raw_pipeline
     from bench.image import raw_run as raw_image
-    from engines.tiny_pipeline import ensure_tiny_pipeline
+    from engines.image.tiny_pipeline import ensure_tiny_pipeline
 
     out = []
     with tempfile.TemporaryDirectory(prefix="melange-bench-image-") as tmp:

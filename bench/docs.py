@@ -33,11 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import find_event, machine, running_app, sse_call  # noqa: E402
-from engines import docs_parse, retrieval  # noqa: E402
+from engines.docs import parse as docs_parse, retrieval  # noqa: E402
 from engines.base import ChatMessage, ChatParams, RetrievalParams  # noqa: E402
-from engines.docs_index import DocsIndex  # noqa: E402
-from engines.docs_indexer import Indexer  # noqa: E402
-from engines.embedder import Embedder  # noqa: E402
+from engines.docs.index import DocsIndex  # noqa: E402
+from engines.docs.indexer import Indexer  # noqa: E402
+from engines.docs.embedder import Embedder  # noqa: E402
 from tests import docs_fixtures as make  # noqa: E402
 
 SYLLABLES = "vor lane quil mere tas ven dro kal bri sen mo thar ul pen gra vik lo sa rin bel cor fen dal ish".split()
@@ -228,7 +228,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from engines import embedded
-    from engines.chat_llama import LlamaChatEngine
+    from engines.chat.llama import LlamaChatEngine
 
     work = Path(tempfile.mkdtemp(prefix="melange-bench-docs-"))
     try:

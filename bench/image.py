@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
-from engines.image_diffusers import SAMPLERS  # noqa: E402
-from engines.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
+from engines.image.diffusion import SAMPLERS  # noqa: E402
+from engines.image.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 CPU_CONFIGS = [
@@ -171,7 +171,7 @@ def addon_assets(folder: Path) -> dict:
     models folder the app is pointed at, and a start image and mask."""
     from PIL import Image
 
-    from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, build_tiny_pipeline
+    from engines.image.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, build_tiny_pipeline
 
     models = folder / "models"
     models.mkdir(parents=True)

@@ -137,8 +137,8 @@ SPEAKER_SETS = {  # voices the speaker threshold was not calibrated on, but for 
 def speaker_figures(work: Path, threads: int) -> dict:
     """DER with the count given and estimated, through the app's own engine and labeller (no server)."""
     from engines.base import TranscribeOptions
-    from engines.speakers import SpeakerLabeler
-    from engines.speech_whisper import WhisperSpeechEngine
+    from engines.speech.speakers import SpeakerLabeler
+    from engines.speech.whisper import WhisperSpeechEngine
 
     engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), cpu_threads=threads)
     labeler = SpeakerLabeler()

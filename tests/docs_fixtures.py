@@ -91,7 +91,7 @@ def html(path: Path, title: str, sections: dict[str, str]) -> Path:
 
 
 def transcript_json(path: Path, segments: list[tuple[float, float, str]], speaker: str | None = None) -> Path:
-    """The shape ``engines.subtitles.to_dict`` exports."""
+    """The shape ``engines.speech.subtitles.to_dict`` exports."""
     data = {
         "model": "Whisper tiny.en (embedded)",
         "language": "en",

@@ -175,7 +175,7 @@ def real_speech_clips() -> dict[str, tuple[str, np.ndarray, str]]:
     """name: (speaker, 16 kHz samples, text) for the real recordings that ship in installed packages."""
     import gradio
 
-    from engines.audio_stream import iter_chunks
+    from engines.speech.audio_stream import iter_chunks
 
     clips = {}
     root = Path(gradio.__file__).parent / "media_assets" / "audio"

@@ -6,7 +6,7 @@ import pytest
 
 from engines import embedded
 from engines.base import ChatMessage, ChatParams, EngineError, InputError
-from engines.chat_llama import LlamaChatEngine, fit_context
+from engines.chat.llama import LlamaChatEngine, fit_context
 
 GREEDY = ChatParams(temperature=0.0, max_tokens=24, seed=7)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engines import chat_models, embedded
+from engines import embedded
+from engines.chat import models as chat_models
 from tests.fake_hub import FakeHub, calling
 
 PAYLOAD = b"GGUF" + bytes(range(256)) * 800
@@ -20,7 +21,7 @@ def hub():
 
 
 def download(hub: FakeHub, hf_home: Path, repo: str, filename: str) -> dict:
-    return hub.run(calling(f"__import__('engines.chat_models', fromlist=['x']).download({repo!r}, {filename!r})"), hf_home)
+    return hub.run(calling(f"__import__('engines.chat.models', fromlist=['x']).download({repo!r}, {filename!r})"), hf_home)
 
 
 def test_download_lands_in_the_standard_hub_cache(hub, tmp_path):

@@ -214,7 +214,7 @@ def test_model_picker_lists_the_embedded_model_and_the_models_folder(store, tmp_
 
 
 def test_switching_to_a_missing_or_non_gguf_file_is_refused(store, tmp_path):
-    from engines.chat_llama import LlamaChatEngine
+    from engines.chat.llama import LlamaChatEngine
     from engines import embedded
 
     panel = make_panel(store, tmp_path, LlamaChatEngine(embedded.smollm2_gguf()))

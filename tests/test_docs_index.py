@@ -10,11 +10,11 @@ import threading
 import numpy as np
 import pytest
 
-from engines import docs_parse, retrieval
+from engines.docs import parse as docs_parse, retrieval
 from engines.base import RetrievalParams
-from engines.docs_index import DocsIndex
-from engines.docs_indexer import GONE, Indexer
-from engines.embedder import Embedder
+from engines.docs.index import DocsIndex
+from engines.docs.indexer import GONE, Indexer
+from engines.docs.embedder import Embedder
 from tests import docs_fixtures as make
 
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from engines import docs_parse
-from engines.docs_parse import Block, DocumentError, chunk, parse
+from engines.docs import parse as docs_parse
+from engines.docs.parse import Block, DocumentError, chunk, parse
 from tests import docs_fixtures as make
 
 LOREM = (
@@ -189,7 +189,7 @@ def test_a_deleted_file_is_not_found(tmp_path):
 
 
 def test_a_melange_transcript_keeps_segment_times(tmp_path):
-    from engines import subtitles
+    from engines.speech import subtitles
     from engines.base import Segment, Transcript, TranscriptInfo
 
     segments = [Segment(i * 4.0, i * 4.0 + 3.5, f"Segment {i} talks about topic {i}.") for i in range(80)]

@@ -12,8 +12,8 @@ import pytest
 
 from conversations import ConversationStore
 from engines.base import ChatMessage, RetrievalParams, Segment, Transcript, TranscriptInfo
-from engines.docs_index import DocsIndex
-from engines.docs_indexer import Indexer
+from engines.docs.index import DocsIndex
+from engines.docs.indexer import Indexer
 from engines.fake import FakeChatEngine, FakeEmbedder
 from server.principal import HOST, Principal
 from server.uploads import Uploads
@@ -259,7 +259,7 @@ def test_deleting_a_conversation_forgets_its_documents_and_sources(setup):
 def test_a_question_asked_while_its_documents_are_indexed_says_to_wait(setup, monkeypatch):
     import threading
 
-    from engines import docs_parse
+    from engines.docs import parse as docs_parse
 
     documents, chat, engine, uploads, tmp_path = setup
     reading, release = threading.Event(), threading.Event()

@@ -19,7 +19,7 @@ import pytest
 
 from engines import embedded
 from engines.base import ChatDelta, EngineError, ImageParams, InputError, TranscribeOptions
-from engines.recordings import repair_recordings, repair_wav
+from engines.speech.recordings import repair_recordings, repair_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def image_engine(tmp_path_factory):
-    from engines.image_diffusers import load_tiny_demo
+    from engines.image.diffusion import load_tiny_demo
 
     data = tmp_path_factory.mktemp("image-data")
     engine = load_tiny_demo(data, "cpu")
@@ -60,7 +60,7 @@ def test_a_corrupt_image_model_is_a_clear_error_and_the_previous_one_keeps_servi
 
 
 def test_a_corrupt_whisper_folder_is_a_clear_error_and_the_previous_model_keeps_serving(tmp_path):
-    from engines.speech_whisper import WhisperSpeechEngine
+    from engines.speech.whisper import WhisperSpeechEngine
     from tests import fixtures
 
     wav = fixtures.speech_wav(tmp_path)
@@ -174,7 +174,7 @@ def png_result(seed: int = 1, size: int = 64):
 def test_an_image_write_cut_short_leaves_no_half_png(tmp_path, monkeypatch):
     from PIL import Image
 
-    from engines.gallery import Gallery
+    from engines.image.gallery import Gallery
 
     gallery = Gallery(tmp_path / "images")
     first = gallery.save(png_result(1))
@@ -198,12 +198,12 @@ def test_kill_9_during_an_image_write_leaves_only_whole_pngs(tmp_path):
     """A real kill in the middle of writing a large PNG: the gallery holds the finished images only."""
     from PIL import Image
 
-    from engines.gallery import Gallery
+    from engines.image.gallery import Gallery
 
     folder = tmp_path / "images"
     script = (
         "import sys; sys.path.insert(0, sys.argv[2])\n"
-        "from engines.gallery import Gallery\n"
+        "from engines.image.gallery import Gallery\n"
         "from tests.test_faults import png_result\n"
         "gallery = Gallery(sys.argv[1])\n"
         "print(gallery.save(png_result(1)), flush=True)\n"
@@ -265,7 +265,7 @@ def visible_files(folder: Path) -> list[Path]:
 def test_exports_cut_short_leave_no_half_file(tmp_path, monkeypatch):
     import tempfile
 
-    from engines import subtitles
+    from engines.speech import subtitles
     from engines.base import Segment, Transcript, TranscriptInfo
     from ui.transcribe import write_exports
 
@@ -372,7 +372,7 @@ def test_kill_9_during_a_live_recording_keeps_it_up_to_the_kill(tmp_path):
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[2])\n"
         "from engines.fake import FakeSpeechEngine\n"
-        "from engines.live_captions import LiveCaptioner\n"
+        "from engines.speech.live_captions import LiveCaptioner\n"
         "captioner = LiveCaptioner(FakeSpeechEngine(), sys.argv[1], background=True)\n"
         "chunk = (np.sin(np.arange(4800) / 7) * 9000).astype(np.int16)  # 0.3 s at 16 kHz, as the page sends\n"
         "for i in range(100000):\n"

@@ -8,8 +8,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from engines.recipe import read_recipe
-from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora
+from engines.image.recipe import read_recipe
+from engines.image.tiny_pipeline import build_tiny_controlnet, build_tiny_lora
 from tests.app_server import AppServer
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engines import tiny_pipeline
+from engines.image import tiny_pipeline
 from engines.base import EngineError, ImageEngine, ImageParams, InputError
-from engines.image_diffusers import TINY_DEMO_NAME, DiffusersImageEngine, load_tiny_demo
-from engines.tiny_pipeline import build_tiny_pipeline, ensure_tiny_pipeline, is_demo_pipeline
+from engines.image.diffusion import TINY_DEMO_NAME, DiffusersImageEngine, load_tiny_demo
+from engines.image.tiny_pipeline import build_tiny_pipeline, ensure_tiny_pipeline, is_demo_pipeline
 
 SMALL = ImageParams(prompt="a red fox in the snow", width=64, height=64, steps=2, guidance=7.0, seed=1234)
 
@@ -364,7 +364,7 @@ def test_sdxl_base_with_sd_refiner_uses_a_second_pass(sdxl_engine):
 def test_speed_options_keep_the_image(data_dir):
     import numpy as np
 
-    from engines.image_diffusers import SpeedOptions
+    from engines.image.diffusion import SpeedOptions
 
     plain = load_tiny_demo(data_dir, "cpu").generate(SMALL)
     fast = load_tiny_demo(data_dir, "cpu", speed=SpeedOptions(channels_last=True, fuse_qkv=True)).generate(SMALL)

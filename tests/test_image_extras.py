@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from engines.base import ImageParams, InputError, LoraWeight
-from engines.image_diffusers import load_tiny_demo
-from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, ensure_tiny_pipeline
+from engines.image.diffusion import load_tiny_demo
+from engines.image.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, ensure_tiny_pipeline
 
 SMALL = ImageParams(prompt="a lighthouse at dusk", width=64, height=64, steps=3, guidance=6.0, seed=7)
 LORA = "tiny-lora.safetensors"
@@ -102,7 +102,7 @@ def test_a_lora_for_another_family_or_unknown_is_refused_and_the_engine_keeps_se
 
 
 def test_a_lora_still_applies_with_fused_qkv_projections(engine, data_dir):
-    from engines.image_diffusers import SpeedOptions
+    from engines.image.diffusion import SpeedOptions
 
     fast = load_tiny_demo(data_dir, "cpu", speed=SpeedOptions(fuse_qkv=True))
     lora = replace(SMALL, loras=(LoraWeight(LORA, 1.0),))
@@ -242,7 +242,7 @@ def panel_generate(engine, folder: Path, **values) -> str:
     import inspect
     import threading
 
-    from engines.gallery import Gallery
+    from engines.image.gallery import Gallery
     from ui import image
 
     signature = inspect.signature(image.read_controls).parameters
@@ -256,7 +256,7 @@ def panel_generate(engine, folder: Path, **values) -> str:
 
 
 def restored_controls(png: str, engine, folder: Path) -> dict:
-    from engines.gallery import Gallery
+    from engines.image.gallery import Gallery
     from ui import image
 
     *values, info = image.restore(png, engine.models(), Gallery(folder), engine.loras())

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from engines.fake import FakeImageEngine
-from engines.gallery import Gallery
-from engines.recipe import read_recipe
+from engines.image.gallery import Gallery
+from engines.image.recipe import read_recipe
 from ui import image, image_downloads
 from ui.presets import ImagePreset, load_presets
 from tests.fake_hub import FakeHub, calling
@@ -117,7 +117,7 @@ def test_each_machine_is_offered_the_models_its_profile_names():
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    from engines.tiny_pipeline import ensure_tiny_pipeline
+    from engines.image.tiny_pipeline import ensure_tiny_pipeline
 
     folder = ensure_tiny_pipeline(tmp_path_factory.mktemp("data"))
     files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -134,7 +134,7 @@ def test_one_click_download_fetches_the_model_with_progress_and_offline_says_so(
         "class Bar:\n"
         "    def __call__(self, fraction, desc=''): seen.append((fraction, desc))\n"
         "fetch('stabilityai/sd-turbo', 'cpu', Bar())\n"
-        "from engines.image_models import cached_hub_models\n"
+        "from engines.image.models import cached_hub_models\n"
         "print(json.dumps({'cached': cached_hub_models(), 'last': seen[-1]}))\n"
     )
     result = hub.run(code, tmp_path / "hf")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engines.tiny_pipeline import ensure_tiny_pipeline
+from engines.image.tiny_pipeline import ensure_tiny_pipeline
 from tests.fake_hub import FakeHub, calling
 
 
@@ -23,8 +23,8 @@ def test_a_hub_pipeline_is_downloaded_without_pickles_and_draws(hub, tmp_path):
         "import json\n"
         "from pathlib import Path\n"
         "from engines.base import ImageParams\n"
-        "from engines.image_diffusers import DiffusersImageEngine\n"
-        "from engines.image_models import download\n"
+        "from engines.image.diffusion import DiffusersImageEngine\n"
+        "from engines.image.models import download\n"
         "seen = []\n"
         "folder, variant = download('someone/tiny-sd', lambda f, d: seen.append(d))\n"
         "engine = DiffusersImageEngine('someone/tiny-sd')\n"
@@ -42,7 +42,7 @@ def test_a_hub_pipeline_is_downloaded_without_pickles_and_draws(hub, tmp_path):
 
 def test_a_missing_repo_or_one_with_only_pickles_gets_a_clear_message(hub, tmp_path):
     def download(repo: str) -> dict:
-        return hub.run(calling(f"__import__('engines.image_models', fromlist=['x']).download({repo!r}, None)"), tmp_path / "hf")
+        return hub.run(calling(f"__import__('engines.image.models', fromlist=['x']).download({repo!r}, None)"), tmp_path / "hf")
 
     missing = download("someone/nothing")
     assert missing["error"] == "InputError" and "No model repo 'someone/nothing'" in missing["message"]
@@ -52,7 +52,7 @@ def test_a_missing_repo_or_one_with_only_pickles_gets_a_clear_message(hub, tmp_p
 
 @pytest.fixture(scope="module")
 def addon_hub(tmp_path_factory):
-    from engines.tiny_pipeline import build_tiny_controlnet, build_tiny_lora
+    from engines.image.tiny_pipeline import build_tiny_controlnet, build_tiny_lora
 
     folder = tmp_path_factory.mktemp("addons")
     lora = build_tiny_lora(folder / "lora.safetensors")
@@ -70,7 +70,7 @@ def test_loras_and_controlnets_by_hub_id_are_downloaded_and_used(addon_hub, tmp_
     code = (
         "import json\n"
         "from engines.base import ImageParams, LoraWeight\n"
-        "from engines.image_diffusers import load_tiny_demo\n"
+        "from engines.image.diffusion import load_tiny_demo\n"
         f"engine = load_tiny_demo({str(tmp_path / 'data')!r})\n"
         "from PIL import Image\n"
         f"Image.new('RGB', (64, 64), (200, 10, 10)).save({str(tmp_path / 'start.png')!r})\n"
@@ -85,6 +85,6 @@ def test_loras_and_controlnets_by_hub_id_are_downloaded_and_used(addon_hub, tmp_
     files = sorted(p.name for p in (tmp_path / "hf").rglob("*") if p.is_file() and "snapshots" in str(p))
     assert "diffusion_pytorch_model.bin" not in files, "pickles are never fetched"
     ambiguous = addon_hub.run(
-        calling("__import__('engines.image_models', fromlist=['x']).download_file_model('someone/two-loras', None, 'LoRA')"), tmp_path / "hf"
+        calling("__import__('engines.image.models', fromlist=['x']).download_file_model('someone/two-loras', None, 'LoRA')"), tmp_path / "hf"
     )
     assert ambiguous["error"] == "InputError" and "name one as someone/two-loras/<file>" in ambiguous["message"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.gallery import Gallery
-from engines.image_diffusers import TINY_DEMO_NAME, load_tiny_demo
-from engines.recipe import read_recipe
+from engines.image.gallery import Gallery
+from engines.image.diffusion import TINY_DEMO_NAME, load_tiny_demo
+from engines.image.recipe import read_recipe
 from ui import image
 
 CONTROLS = list(inspect.signature(image.read_controls).parameters)
@@ -62,7 +62,7 @@ def test_same_seed_and_parameters_give_byte_identical_pngs(engine, tmp_path):
 def test_recipe_round_trip(engine, data_dir, tmp_path, settings):
     """Generate, drop the PNG on the panel, get the same controls, generate the same image."""
     if settings.get("model") == "melange-tiny-sdxl":
-        from engines.tiny_pipeline import ensure_tiny_pipeline
+        from engines.image.tiny_pipeline import ensure_tiny_pipeline
 
         ensure_tiny_pipeline(data_dir, "sdxl")
     png = generate(engine, tmp_path / "first", **settings)[0]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from engines.fake import FakeImageEngine
-from engines.gallery import Gallery
+from engines.image.gallery import Gallery
 from ui import image
 
 CONTROLS = list(inspect.signature(image.read_controls).parameters)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from engines import embedded
-from engines.live_captions import LiveCaptioner, _norm
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.live_captions import LiveCaptioner, _norm
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures
 
 CHUNK_SECONDS = 0.3

@@ -10,7 +10,7 @@ import pytest
 from engines import embedded
 from engines.base import TranscribeOptions
 from engines.residency import process_rss
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures
 
 HOURS = 3

@@ -25,7 +25,7 @@ OTHER_MODEL = "another-tiny-model"
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("lan-v1")
     # A second image model in the models folder: the host may ask for it, a guest may not.
-    subprocess.run([sys.executable, "-m", "engines.tiny_pipeline", str(data / "models" / OTHER_MODEL)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "engines.image.tiny_pipeline", str(data / "models" / OTHER_MODEL)], cwd=ROOT, check=True, capture_output=True)
     server = AppServer(
         data, "--lan", "--host", "127.0.0.1", "--device", "cpu", "--no-loopback-is-host",
         env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=STARTUP,

@@ -20,9 +20,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from engines.base import Cancelled, ChatMessage, ChatParams, EngineError, ImageParams, InputError, LoraWeight, TranscribeOptions
-from engines.chat_openai import OpenAIChatEngine
-from engines.image_remote import RemoteImageEngine
-from engines.speech_openai import OpenAISpeechEngine
+from engines.chat.remote import OpenAIChatEngine
+from engines.image.remote import RemoteImageEngine
+from engines.speech.remote import OpenAISpeechEngine
 from tests import fixtures
 from tests.app_server import STARTUP, AppServer, free_port
 from tests.llama_server import LlamaServer

@@ -169,7 +169,7 @@ def assert_flat(readings: list[int], bound: int) -> None:
 
 def test_real_chat_engine_does_not_leak_over_20_reloads():
     from engines import embedded
-    from engines.chat_llama import LlamaChatEngine
+    from engines.chat.llama import LlamaChatEngine
 
     engine = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=512, threads=2)
     readings = rss_after_cycles(engine, 20, lambda e: list(e.stream([ChatMessage("user", "Hi")], ChatParams(max_tokens=4, temperature=0))))
@@ -179,7 +179,7 @@ def test_real_chat_engine_does_not_leak_over_20_reloads():
 def test_real_speech_engine_does_not_leak_over_20_reloads(tmp_path):
     from engines import embedded
     from engines.base import TranscribeOptions
-    from engines.speech_whisper import WhisperSpeechEngine
+    from engines.speech.whisper import WhisperSpeechEngine
     from tests import fixtures
 
     wav = fixtures.silence_wav(tmp_path, 1.0)
@@ -194,7 +194,7 @@ def test_real_speech_engine_does_not_leak_over_20_reloads(tmp_path):
 
 def test_real_image_engine_does_not_leak_over_20_reloads(tmp_path):
     from engines.base import ImageParams
-    from engines.image_diffusers import load_tiny_demo
+    from engines.image.diffusion import load_tiny_demo
 
     engine = load_tiny_demo(tmp_path, "cpu")
     readings = rss_after_cycles(engine, 20, lambda e: e.generate(ImageParams("a cat", width=64, height=64, steps=1, seed=1)))
@@ -368,8 +368,8 @@ def test_the_real_engines_recover_from_out_of_memory(tmp_path, monkeypatch):
     import torch
 
     from engines import embedded
-    from engines.chat_llama import LlamaChatEngine
-    from engines.image_diffusers import load_tiny_demo
+    from engines.chat.llama import LlamaChatEngine
+    from engines.image.diffusion import load_tiny_demo
 
     manager = ResidencyManager.for_device("cpu")
     chat = manager.register(LlamaChatEngine(embedded.smollm2_gguf(), "cpu", n_ctx=512, threads=1))
@@ -391,7 +391,7 @@ def test_the_real_engines_recover_from_out_of_memory(tmp_path, monkeypatch):
     image = manager.register(load_tiny_demo(tmp_path, "cpu"))
     params = ImageParams("a lighthouse", width=64, height=64, steps=2, seed=3)
     expected = image.generate(params).image.tobytes()
-    from engines import image_diffusers
+    from engines.image import diffusion as image_diffusers
 
     def step_out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -9,8 +9,8 @@ import pytest
 
 from engines import embedded
 from engines.base import InputError, TranscribeOptions
-from engines.speakers import SpeakerLabeler, _smooth
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.speakers import SpeakerLabeler, _smooth
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures, speech_fixtures
 
 pytest.importorskip("resemblyzer")
@@ -45,7 +45,7 @@ def turn_of(word, turns) -> int:
 
 
 def test_two_espeak_voices_get_two_speakers_with_the_turns_right_when_told_there_are_two(engine, labeler, two_voices):
-    # resemblyzer hears espeak-ng's two voices as nearly one (engines/speakers.py): the count is needed here.
+    # resemblyzer hears espeak-ng's two voices as nearly one (engines/speech/speakers.py): the count is needed here.
     path, turns = two_voices
     labelled = labeler.label(path, words_of(engine, path), 2)
     words = [w for s in labelled for w in s.words]

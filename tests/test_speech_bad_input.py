@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from engines import embedded
-from engines.audio_stream import channel_count
+from engines.speech.audio_stream import channel_count
 from engines.base import InputError, TranscribeOptions
-from engines.live_captions import LiveCaptioner
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.live_captions import LiveCaptioner
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures, speech_fixtures
 
 

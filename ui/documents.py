@@ -19,10 +19,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from engines import docs_parse, retrieval
+from engines.docs import parse as docs_parse, retrieval
 from engines.base import ChatMessage, ChatParams, Collection, Hit, RetrievalParams, Transcript
-from engines.docs_index import DocsIndex
-from engines.docs_indexer import Indexer
+from engines.docs.index import DocsIndex
+from engines.docs.indexer import Indexer
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host
 
@@ -201,7 +201,7 @@ class Documents:
     def add_transcript(self, transcript: Transcript | None, names: dict[str, str] | None, source: str | None, principal: Principal = HOST) -> Collection:
         """The Transcribe panel's "Add to documents": its JSON export, with segment times, in the person's
         "Transcripts" collection."""
-        from engines import subtitles
+        from engines.speech import subtitles
 
         if transcript is None or not transcript.segments:
             raise gr.Error("Transcribe something first.", title="Nothing to add")

@@ -39,8 +39,8 @@ from engines.base import (
     check_batch,
     seeds_for,
 )
-from engines.gallery import Gallery
-from engines.recipe import params_from_recipe, read_recipe
+from engines.image.gallery import Gallery
+from engines.image.recipe import params_from_recipe, read_recipe
 from server.principal import HOST, Principal
 from server.queue_status import withdraw
 from ui import image_downloads

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.image_models import download
+from engines.image.models import download
 from ui.access import principal_of, require_host
 from ui.common import progress_callback, user_errors
 from ui.presets import PRESETS_DIR, PresetError, Profile

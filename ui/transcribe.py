@@ -18,11 +18,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from engines import audio_stream, embedded, speech_models, subtitles
-from engines import speakers as speakers_module
+from engines import embedded
+from engines.speech import audio_stream, models as speech_models, subtitles
+from engines.speech import speakers as speakers_module
 from engines.base import EngineError, InputError, SpeechEngine, TranscribeOptions, Transcript
-from engines.live_captions import Captions, LiveCaptioner
-from engines.speakers import SpeakerLabeler
+from engines.speech.live_captions import Captions, LiveCaptioner
+from engines.speech.speakers import SpeakerLabeler
 from server.principal import HOST, Principal
 from ui import live_mic
 from ui.access import Access, principal_of, require_host
@@ -214,7 +215,7 @@ class TranscribePanel:
         self, audio_path: str, engine_options: TranscribeOptions, started: float, progress, principal: Principal = HOST
     ):
         """A two-channel recording with one speaker per channel: each channel transcribed on its own, the two
-        merged by time (words leaking from the other speaker's microphone left out: engines.speakers)."""
+        merged by time (words leaking from the other speaker's microphone left out: engines.speech.speakers)."""
         name = Path(audio_path).name
         with user_errors(), tempfile.TemporaryDirectory(prefix="melange-channels-") as folder:
             audio_stream.probe_audio(audio_path)
@@ -328,7 +329,7 @@ class TranscribePanel:
             return None
         with self._live_lock:
             if self._tail is None and embedded.whisper_tiny_en() is not None:
-                from engines.speech_whisper import WhisperSpeechEngine
+                from engines.speech.whisper import WhisperSpeechEngine
 
                 self._tail = WhisperSpeechEngine(
                     embedded.whisper_tiny_en(), getattr(self.engine, "device", "cpu"),

@@ -18,7 +18,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from engines import subtitles
+from engines.speech import subtitles
 from engines.base import Segment, TranscribeOptions, Transcript, TranscriptInfo
 from server.openai_api.common import V1, after, authenticate
 from server.openai_api.errors import OpenAIError

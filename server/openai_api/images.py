@@ -20,7 +20,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 
 from engines.base import ImageParams, seeds_for
-from engines.gallery import Gallery
+from engines.image.gallery import Gallery
 from server.openai_api.common import V1, authenticate
 from server.openai_api.errors import OpenAIError, not_found_model
 from server.openai_api.pump import run_blocking

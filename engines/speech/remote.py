@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.audio_stream import SAMPLE_RATE
+from engines.speech.audio_stream import SAMPLE_RATE
 from engines.base import EngineError, EngineStatus, InputError, ProgressCallback, Segment, TranscribeOptions, TranscriptInfo, Word
 from engines.remote_http import RemoteServer
 

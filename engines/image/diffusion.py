@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engines import image_models, image_upscale
+from engines.image import models as image_models, upscale as image_upscale
 from engines.base import (
     PIXEL_UPSCALER,
     SAMPLERS as SAMPLER_NAMES,
@@ -32,11 +32,11 @@ from engines.base import (
     StepCallback,
     check_batch,
 )
-from engines.image_control import load_controlnet
-from engines.image_lora import LoraState, ResolvedLora, check_lora_family
-from engines.image_run import Addons, Inputs, StepReporter, Stop, read_inputs, run
-from engines.image_models import MAX_SIDE, is_xl
-from engines.tiny_pipeline import ensure_tiny_pipeline, is_demo_pipeline
+from engines.image.control import load_controlnet
+from engines.image.lora import LoraState, ResolvedLora, check_lora_family
+from engines.image.run import Addons, Inputs, StepReporter, Stop, read_inputs, run
+from engines.image.models import MAX_SIDE, is_xl
+from engines.image.tiny_pipeline import ensure_tiny_pipeline, is_demo_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Transcribe audio with a Whisper model through faster-whisper (CTranslate2), kept resident.
 
-Files are probed first (``engines.audio_stream``) so a bad upload gets a clear ``InputError``, then
+Files are probed first (``engines.speech.audio_stream``) so a bad upload gets a clear ``InputError``, then
 decoded ten minutes at a time: a three-hour recording never sits in memory whole, and the first
 segments appear while the rest is still being read.
 """
@@ -26,7 +26,7 @@ from engines.base import (
     TranscriptInfo,
     Word,
 )
-from engines.audio_stream import SAMPLE_RATE, iter_chunks, probe_audio  # noqa: F401  (probe_audio: re-exported)
+from engines.speech.audio_stream import SAMPLE_RATE, iter_chunks, probe_audio  # noqa: F401  (probe_audio: re-exported)
 
 MODEL_FILE = "model.bin"
 # A live-caption window is encoded at its own length instead of padded to Whisper's 30 s: the encoder's
@@ -166,7 +166,7 @@ class WhisperSpeechEngine:
             check_model_folder(self.model)
             path = self.model
         else:
-            from engines.speech_models import download
+            from engines.speech.models import download
 
             path = download(self.model, progress)
             if progress:

@@ -1,6 +1,6 @@
 """One generation run's passes over the diffusers pipelines, its inputs, and its step reporting.
 
-The engine (image_diffusers) loads models and add-ons and holds the lock; this runs what one request
+The engine (image/diffusion.py) loads models and add-ons and holds the lock; this runs what one request
 asks for, pass after pass, and counts the steps of them all for one progress bar.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines import image_inpaint, image_upscale
+from engines.image import inpaint as image_inpaint, upscale as image_upscale
 from engines.base import ImageParams, InputError, hires_size
-from engines.image_control import control_image
-from engines.image_inpaint import InpaintJob
-from engines.image_lora import ResolvedLora
-from engines.image_models import is_xl
+from engines.image.control import control_image
+from engines.image.inpaint import InpaintJob
+from engines.image.lora import ResolvedLora
+from engines.image.models import is_xl
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.audio_stream import SAMPLE_RATE, iter_chunks
+from engines.speech.audio_stream import SAMPLE_RATE, iter_chunks
 from engines.base import EngineError, InputError, Segment
 
 WINDOWS_PER_SECOND = 4.0

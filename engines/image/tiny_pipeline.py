@@ -9,7 +9,7 @@ Beside the pipelines, the add-ons the image panel uses, shaped to fit them: an i
 with 9 input channels: latents, mask, masked image), a LoRA (peft, saved as .safetensors), a ControlNet
 and a ×4 super-resolution upscaler.
 
-    python -m engines.tiny_pipeline DIR [sd|sdxl|sd-inpaint|sd-upscaler|lora|lora-sdxl|controlnet]
+    python -m engines.image.tiny_pipeline DIR [sd|sdxl|sd-inpaint|sd-upscaler|lora|lora-sdxl|controlnet]
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def ensure_tiny_pipeline(data_dir: Path, family: str = "sd") -> Path:
 if __name__ == "__main__":
     kinds = (*TINY_DIRNAMES, *ADDONS)
     if len(sys.argv) not in (2, 3) or (sys.argv[2:] and sys.argv[2] not in kinds):
-        sys.exit(f"usage: python -m engines.tiny_pipeline DIR [{'|'.join(kinds)}]")
+        sys.exit(f"usage: python -m engines.image.tiny_pipeline DIR [{'|'.join(kinds)}]")
     kind = sys.argv[2] if len(sys.argv) == 3 else "sd"
     target = Path(sys.argv[1])
     if kind.startswith("lora"):

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from engines.base import EngineError, ImageParams, InputError
-from engines.image_inpaint import read_image
-from engines.image_lora import family_name
+from engines.image.inpaint import read_image
+from engines.image.lora import family_name
 
 
 def control_image(params: ImageParams, size: tuple[int, int]):

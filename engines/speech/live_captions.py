@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.audio_stream import SAMPLE_RATE
+from engines.speech.audio_stream import SAMPLE_RATE
 from engines.base import InputError, SpeechEngine, TranscribeOptions
 
 MIN_STEP_SECONDS = 0.15  # never decode twice within this much new audio

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from engines.base import IMAGE_INPUTS, ImageResult
-from engines.recipe import png_info
+from engines.image.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
 SOURCES = "sources"  # img2img starting images, beside the PNGs that name them

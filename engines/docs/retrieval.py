@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from engines.base import Hit, RetrievalParams
-from engines.docs_index import DocsIndex
+from engines.docs.index import DocsIndex
 
 STOPWORDS = frozenset(
     """a about above after again all am an and any are as at be because been before being below between both but by
@@ -105,7 +105,7 @@ def label(hit) -> str:
 
 
 def sources_budget(n_ctx: int, max_tokens: int, other_text: str) -> int:
-    """Tokens the passages may take: what the engine leaves the prompt (``chat_llama`` keeps
+    """Tokens the passages may take: what the engine leaves the prompt (``chat.llama`` keeps
     min(max_tokens, n_ctx/2) for the reply), less the rest of the prompt, and at most two thirds of it so the
     latest turns of the conversation still fit."""
     prompt = n_ctx - min(max_tokens, n_ctx // 2) - TEMPLATE_MARGIN

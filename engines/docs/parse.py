@@ -183,7 +183,7 @@ def read_html(path: Path) -> list[Block]:
 
 
 def read_transcript(path: Path) -> list[Block]:
-    """Melange's own JSON export (``engines/subtitles.to_dict``): one block per segment, with its times."""
+    """Melange's own JSON export (``engines/speech/subtitles.to_dict``): one block per segment, with its times."""
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:

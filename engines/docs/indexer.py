@@ -19,10 +19,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines import docs_parse
+from engines.docs import parse as docs_parse
 from engines.base import EngineError, IndexProgress, ParsedDocument
-from engines.docs_index import DocsIndex
-from engines.embedder import Embedder
+from engines.docs.index import DocsIndex
+from engines.docs.embedder import Embedder
 
 log = logging.getLogger("melange.documents")
 

@@ -1,0 +1,1 @@
+"""Chat engines: llama.cpp in process, or any OpenAI-compatible server."""
