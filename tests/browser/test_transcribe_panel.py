@@ -185,8 +185,10 @@ def test_a_minute_of_speech_is_saved_exactly_as_the_microphone_sent_it(real_app,
     moved = [o - offset for _, o, _ in offsets]
     torn = [(round(t), d) for (t, _, _), d in zip(offsets, moved) if abs(d - round(d / buffer) * buffer) > 1]
     jumps = [b - a for a, b in zip(moved, moved[1:]) if abs(b - a) > 1]
-    straddles = {i + 1 for i, (a, b) in enumerate(zip(moved, moved[1:])) if abs(b - a) > 1}  # a piece with the jump in it
-    unmatched = [(round(t), round(q, 2)) for i, (t, _, q) in enumerate(offsets) if q < 0.9 and i not in straddles and i - 1 not in straddles]
+    # The piece where the offset moves holds the glitch (measured: 234 ms of zeros where Chromium, starved of
+    # CPU, dropped 254 ms of capture): it matches the source only in part. Pieces on both sides of a jump may.
+    beside_jump = {j for i, (a, b) in enumerate(zip(moved, moved[1:])) if abs(b - a) > 1 for j in (i, i + 1)}
+    unmatched = [(round(t), round(q, 2)) for i, (t, _, q) in enumerate(offsets) if q < 0.9 and i not in beside_jump]
     assert not torn, f"(second, samples off) not a whole 10 ms buffer from offset {offset}: {torn}"
     assert not unmatched, f"(second, match) where the recording is not the source: {unmatched}"
     assert sum(abs(j) for j in jumps) <= 0.01 * SAMPLE_RATE * speech_seconds, f"Web Audio moved by {jumps} samples"
