@@ -183,7 +183,7 @@ def test_a_minute_of_speech_is_saved_exactly_as_the_microphone_sent_it(real_app,
     buffer = SAMPLE_RATE // 100
     offset, _ = Counter(o for _, o, _ in offsets).most_common(1)[0]
     moved = [o - offset for _, o, _ in offsets]
-    torn = [(round(t), d) for (t, _, _), d in zip(offsets, moved) if abs(d - round(d / buffer) * buffer) > 1]
+    torn = [(round(t), d) for (t, _, q), d in zip(offsets, moved) if q >= 0.9 and abs(d - round(d / buffer) * buffer) > 1]
     jumps = [b - a for a, b in zip(moved, moved[1:]) if abs(b - a) > 1]
     # The piece where the offset moves holds the glitch (measured: 234 ms of zeros where Chromium, starved of
     # CPU, dropped 254 ms of capture): it matches the source only in part. Pieces on both sides of a jump may.
