@@ -18,7 +18,7 @@ BUILD_PACKAGES := gcc=gcc g++=g++ cmake=cmake
 TEST_PACKAGES := chromium=chromium ffmpeg=ffmpeg espeak-ng=espeak-ng sox=sox flite=flite festival=text2wave \
 	festvox-kdlpc16k=/usr/share/festival/voices/english/ked_diphone alsa-utils=/usr/share/sounds/alsa/Front_Center.wav
 
-.PHONY: run test test-packages install lock system-deps cuda bench bench-chat bench-image bench-speech bench-api bench-docs clean-venv
+.PHONY: run test test-packages install lock system-deps cuda bench bench-chat bench-image bench-speech bench-api bench-docs bench-load clean-venv
 
 # Missing Debian packages are installed when we are root with apt-get (as in CI), otherwise we stop at once and
 # say the one command to run: a missing package found later is a compile error or a dozen failing tests.
@@ -79,9 +79,9 @@ cuda: $(STAMP)
 	$(PY) -m pip install "nvidia-cublas-cu12>=12.4,<13"
 
 # Benchmarks print JSON (app vs raw engine in one run); copies land in bench/results/.
-bench: bench-chat bench-image bench-speech bench-api bench-docs
+bench: bench-chat bench-image bench-speech bench-api bench-docs bench-load
 
-bench-chat bench-image bench-speech bench-api bench-docs: bench-%: $(STAMP)
+bench-chat bench-image bench-speech bench-api bench-docs bench-load: bench-%: $(STAMP)
 	mkdir -p bench/results
 	$(PY) bench/$*.py | tee bench/results/$*.json
 
