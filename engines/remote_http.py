@@ -88,7 +88,13 @@ class RemoteServer:
 
     def get(self, path: str) -> dict:
         with self.errors():
-            return self.check(self.client.get(path)).json()
+            try:
+                response = self.client.get(path)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A kept-alive connection the server closed as we reused it (uvicorn drops idle ones after 5 s):
+                # a GET is safe to send again, once, on a fresh connection.
+                response = self.client.get(path)
+            return self.check(response).json()
 
     def post(self, path: str, client: httpx.Client | None = None, **kwargs) -> dict:
         with self.errors():

@@ -36,6 +36,25 @@ REMOTE_DEVICE = "remote"
 POLL_SECONDS = 0.1  # how often a running request looks at Cancel
 
 
+def run_coroutine(coroutine):
+    """``asyncio.run`` on a thread of its own: the caller's thread may already run an event loop (a test
+    session's Playwright does), where asyncio.run refuses to start."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as e:  # handed to the caller as if raised here
+            outcome["error"] = e
+
+    worker = threading.Thread(target=target, name="melange-remote-image", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def runs(batch: list[ImageParams]) -> list[list[ImageParams]]:
     """The batch cut where the seeds stop following each other: each run is one request (seed, n)."""
     groups: list[list[ImageParams]] = []
@@ -166,7 +185,7 @@ class RemoteImageEngine:
                 return self.server.check(request.result()).json()
 
         with self.server.errors():
-            return asyncio.run(send())
+            return run_coroutine(send())
 
     def _result(self, item: dict, asked: ImageParams, seconds: float) -> ImageResult:
         from PIL import Image, UnidentifiedImageError
