@@ -325,6 +325,8 @@ class ManagedEngine:
 
     def __getattr__(self, name: str):
         attr = getattr(self._engine, name)
+        if name == "live_copy":  # a second engine (live captions' own model): booked by the same manager
+            return lambda: self._manager.register(attr())
         if name not in self.WORK:
             return attr
 

@@ -17,6 +17,7 @@ import gradio as gr
 from conversations import Conversation, ConversationStore, StoredMessage, to_json, to_markdown
 from engines.chat import models as chat_models
 from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats, EngineError, InputError
+from engines.priority import in_background
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host
 from ui.common import ensure_loaded, model_line, user_errors
@@ -308,7 +309,7 @@ class ChatPanel:
         finished = False
         try:
             with user_errors():
-                for delta in self.engine.stream(prompt, params):
+                for delta in in_background(lambda: self.engine.stream(prompt, params), "melange-chat"):
                     stats = asdict(delta.stats) if delta.stats else None
                     reply = StoredMessage(reply_id, "assistant", reply.content + delta.text, stats)
                     now = time.monotonic()

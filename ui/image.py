@@ -41,6 +41,7 @@ from engines.base import (
 )
 from engines.image.gallery import Gallery
 from engines.image.recipe import params_from_recipe, read_recipe
+from engines.priority import start_background
 from server.principal import HOST, Principal
 from server.queue_status import withdraw
 from ui import image_downloads
@@ -312,6 +313,9 @@ def describe(results: list[ImageResult], paths: list[Path]) -> str:
     return " · ".join(parts) + f" · saved as {saved}"
 
 
+RUNNING = object()  # run_request without previews: still going (a point where a generator may be closed)
+
+
 @dataclass(frozen=True)
 class Saved:
     """A batch finished and saved: every result so far, and where each PNG went."""
@@ -352,7 +356,7 @@ def run_request(
             except BaseException as e:  # handed to the handler's thread, which raises it there
                 events.put(("error", e))
 
-        threading.Thread(target=work, daemon=True, name="image-generate").start()
+        start_background(work, "image-generate")
         last_preview_at, pending_preview = 0.0, None
         label = f"Image {first + 1}/{total_images}" if size == 1 else f"Images {first + 1}–{first + len(batch)} of {total_images}"
         while True:
@@ -376,6 +380,9 @@ def run_request(
             if pending_preview is not None and time.monotonic() - last_preview_at >= PREVIEW_INTERVAL:
                 yield pending_preview
                 last_preview_at, pending_preview = time.monotonic(), None
+            elif not previews and time.monotonic() - last_preview_at >= PREVIEW_INTERVAL:
+                yield RUNNING
+                last_preview_at = time.monotonic()
         results += event[1]
         paths += [gallery.save(r) for r in event[1]]
         if pending_preview is not None:
@@ -410,21 +417,27 @@ def generate(
         yield skip, skip, skip, skip, (saved.results[-1].params.seed + 1) % 2**32
 
 
-def generate_for_api(engine: ImageEngine, gallery: Gallery, cancel: threading.Event, *controls, progress=None) -> tuple[list[str], dict]:
+def generate_for_api(engine: ImageEngine, gallery: Gallery, cancel: threading.Event, *controls, progress=None) -> Iterator[tuple]:
     """The API's ``/generate``: the same request, without step previews (nobody watches them), answered with
-    the saved PNGs and a summary: ``{"info", "seeds", "images": [recipe, …]}``."""
+    the saved PNGs and a summary: ``{"info", "seeds", "images": [recipe, …]}``.
+
+    A generator that yields ``(gr.skip(), gr.skip())`` while the run goes and the answer last: Gradio closes a
+    generator whose client went away at its next yield, and closing it cancels the run at its next step (a
+    plain function would run a 100-image batch to its end for nobody)."""
     request = read_controls(*controls)
     saved = None
     try:
         for event in run_request(engine, gallery, cancel, request, progress, previews=False):
             if isinstance(event, Saved):
                 saved = event
+            elif event is RUNNING:
+                yield gr.skip(), gr.skip()
     except Cancelled as stopped:
         raise gr.Error(str(stopped), title="Cancelled") from None
     assert saved is not None
     recipes = [{"file": p.name, "seed": r.params.seed, "model": r.model, "model_hash": r.model_hash} for r, p in zip(saved.results, saved.paths)]
     summary = {"info": describe(saved.results, saved.paths), "seeds": [r.params.seed for r in saved.results], "images": recipes}
-    return [str(p) for p in saved.paths], summary
+    yield [str(p) for p in saved.paths], summary
 
 
 def selected_image(value, gallery: Gallery | Path) -> Path | None:
@@ -720,7 +733,7 @@ def build(
     def api_handler(request: gr.Request, *values, progress=gr.Progress()):
         principal, values = checked(request, values)
         with own_cancel(request) as event:
-            return generate_for_api(engine, gallery_of(principal), event, *values, progress=progress)
+            yield from generate_for_api(engine, gallery_of(principal), event, *values, progress=progress)
 
     # Named like read_controls' parameters, with their defaults: scripts may leave every add-on out.
     api_handler.__signature__ = inspect.Signature(

@@ -162,6 +162,8 @@ class TranscribePanel:
         self._owners: dict[str, str] = {}  # recording id -> the page (session) that records it
         self._makers: dict[str, str] = {}  # recording id -> the person recording it (Principal.encode())
         self._tail: SpeechEngine | None = None  # the embedded tiny.en, for the live tail of a slower model
+        self._copy: SpeechEngine | None = None  # the panel's model again, for live captions only
+        self._copy_of: tuple = ()
         self._live_lock = threading.Lock()
 
     # ---------------------------------------------------------------- files
@@ -287,7 +289,7 @@ class TranscribePanel:
                 folder.mkdir(parents=True, exist_ok=True)
                 name = f"recording-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
                 self._live[key] = LiveCaptioner(
-                    self.engine, folder / name, FileOptions().engine_options(), background=True,
+                    self._live_engine(), folder / name, FileOptions().engine_options(), background=True,
                     max_seconds=LIVE_TIME_LIMIT,
                 )  # fmt: skip
                 self._makers[key] = principal.encode()
@@ -318,7 +320,30 @@ class TranscribePanel:
             session.tail_engine = self._tail_engine(engine_options)
             self._owners[key] = owner or key
         ensure_loaded(self.engine, progress)
+        if session is not None:
+            ensure_loaded(session.engine, progress)
         return "Recording: captions appear as you speak; Stop transcribes all of it again."
+
+    def _live_engine(self) -> SpeechEngine:
+        """The panel's model as a copy of its own for live captions (``live_copy``): on a CPU a live decode
+        then never waits behind a file job, and keeps the CPU while file jobs run at batch priority
+        (engines.priority). On a GPU, or for an engine without a copy, the panel's engine. Called with the
+        live lock held; the copy is freed when the last recording stops."""
+        copy = getattr(self.engine, "live_copy", None)
+        if copy is None or getattr(self.engine, "device", "cpu") != "cpu":
+            return self.engine
+        wanted = (str(getattr(self.engine, "model", "")), getattr(self.engine, "display_name", ""))
+        if self._copy is None or self._copy_of != wanted:
+            if self._copy is not None:
+                self._copy.unload()
+            self._copy, self._copy_of = copy(), wanted
+        return self._copy
+
+    def _free_live_copy(self) -> None:
+        """No recording is running: the live copy's memory goes back (it loads again with the next one)."""
+        with self._live_lock:
+            if self._copy is not None and not any(s is not None and not s.closed for s in self._live.values()):
+                self._copy.unload()
 
     def _tail_engine(self, options: TranscribeOptions) -> SpeechEngine | None:
         """The embedded tiny.en for the tentative tail, when the panel's model is another and English is
@@ -334,6 +359,7 @@ class TranscribePanel:
                 self._tail = WhisperSpeechEngine(
                     embedded.whisper_tiny_en(), getattr(self.engine, "device", "cpu"),
                     display_name=embedded.WHISPER_TINY_EN_NAME, cpu_threads=getattr(self.engine, "cpu_threads", 0),
+                    background=False,
                 )  # fmt: skip
             return self._tail
 
@@ -386,6 +412,7 @@ class TranscribePanel:
             )
         with user_errors():
             path = session.finish()
+        self._free_live_copy()
         final = replace(options, word_timestamps=True)
         last = None
         for last in self.transcribe(str(path), final, progress, principal):
@@ -402,6 +429,7 @@ class TranscribePanel:
         for session in sessions:
             if session is not None:
                 session.finish()
+        self._free_live_copy()
 
 
 def build(

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engines.priority import lower_this_thread
 from engines.docs import parse as docs_parse
 from engines.base import EngineError, IndexProgress, ParsedDocument
 from engines.docs.index import DocsIndex
@@ -166,10 +167,7 @@ class Indexer:
     # ---------------------------------------------------------------- the worker
 
     def _work(self) -> None:
-        try:  # the page's threads (chat, search) come first; Linux gives each thread its own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
+        lower_this_thread()  # the page's threads (chat, search) and live captions come first
         while True:
             with self._cond:
                 while not self._queue and not self._closed:

@@ -26,6 +26,7 @@ from engines.base import (
     TranscriptInfo,
     Word,
 )
+from engines.priority import run_on_fresh_thread
 from engines.speech.audio_stream import SAMPLE_RATE, iter_chunks, probe_audio  # noqa: F401  (probe_audio: re-exported)
 
 MODEL_FILE = "model.bin"
@@ -111,8 +112,12 @@ class WhisperSpeechEngine:
         *,
         display_name: str | None = None,
         cpu_threads: int = 0,
+        background: bool = True,
     ) -> None:
+        """``background``: its CPU threads run at batch priority (file jobs); a live decoder's copy does not
+        (engines.priority: CTranslate2's worker threads take the priority of the thread that loads the model)."""
         self.device = device
+        self.background = background
         self.compute_type = "float16" if device == "cuda" else "int8"
         self.cpu_threads = cpu_threads
         self._model = None
@@ -174,9 +179,20 @@ class WhisperSpeechEngine:
         WhisperModel = _windowed_model_class()  # faster-whisper is imported there, so the fakes run without it
 
         try:
-            return WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads)
+            return run_on_fresh_thread(
+                lambda: WhisperModel(str(path), device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads),
+                background=self.background and self.device == "cpu",
+                name="melange-whisper-load",
+            )
         except (OSError, RuntimeError, ValueError) as e:
             raise EngineError(f"Could not load Whisper model {self.display_name}: {e}") from e
+
+    def live_copy(self) -> WhisperSpeechEngine:
+        """The same model as a second engine for live captions: its own CTranslate2 worker, so a live
+        decode never waits behind a file job, at normal priority where file jobs run at batch priority."""
+        return WhisperSpeechEngine(
+            self.model, self.device, display_name=self.display_name, cpu_threads=self.cpu_threads, background=False
+        )
 
     def unload(self) -> None:
         # A transcription still running keeps its own reference; the memory goes when it finishes.

@@ -12,6 +12,8 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 
+from engines.priority import lower_this_thread
+
 _ITEM, _END, _ERROR = 0, 1, 2
 
 
@@ -29,6 +31,7 @@ class Pump:
         self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
 
     def _run(self) -> None:
+        lower_this_thread()  # a job: live captions and the page's threads come first (engines.priority)
         try:
             iterator = self._make()
             try:

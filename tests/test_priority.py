@@ -1,0 +1,133 @@
+"""Batch jobs run at a lower priority than live captions and the page (engines.priority)."""
+
+from __future__ import annotations
+
+import glob
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engines import embedded
+from engines.base import TranscribeOptions
+from engines.fake import FakeSpeechEngine
+from engines.priority import BACKGROUND_NICE, in_background, run_on_fresh_thread, thread_nice
+from engines.residency import ResidencyManager
+from ui.transcribe import FileOptions, TranscribePanel
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux")
+
+
+@linux_only
+def test_a_job_runs_lowered_and_the_callers_thread_keeps_its_priority():
+    seen = []
+
+    def job():
+        for i in range(3):
+            seen.append(thread_nice())
+            yield i
+
+    assert list(in_background(job)) == [0, 1, 2]
+    assert seen == [BACKGROUND_NICE] * 3
+    assert thread_nice() == 0
+    assert run_on_fresh_thread(thread_nice, background=True) == BACKGROUND_NICE
+    assert run_on_fresh_thread(thread_nice, background=False) == 0
+
+
+def test_closing_a_job_stops_it_at_its_next_item_and_waits_until_it_let_go():
+    produced, released = [], threading.Event()
+
+    def job():
+        try:
+            for i in range(1000):
+                time.sleep(0.005)  # a token's work
+                produced.append(i)
+                yield i
+        finally:
+            released.set()  # the engine's lock is given back here
+
+    items = in_background(job)
+    assert next(items) == 0
+    made = len(produced)
+    items.close()  # Stop, or the client went away
+    assert released.is_set(), "the engine is free when close returns"
+    assert len(produced) <= made + 1 < 1000, "the job stopped at its next item"
+
+
+def test_a_jobs_error_is_raised_in_the_callers_thread():
+    def job():
+        yield 1
+        raise ValueError("the engine failed")
+
+    items = in_background(job)
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="the engine failed"):
+        next(items)
+    with pytest.raises(ZeroDivisionError):
+        run_on_fresh_thread(lambda: 1 / 0, background=True)
+
+
+def busy_threads(work) -> dict[int, int]:
+    """Each of this process's threads that used CPU during ``work()``: its nice value."""
+
+    def stat() -> dict[int, tuple[int, int]]:
+        out = {}
+        for path in glob.glob("/proc/self/task/*/stat"):
+            try:
+                fields = open(path).read().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            out[int(path.split("/")[4])] = (int(fields[16]), int(fields[11]) + int(fields[12]))
+        return out
+
+    before = stat()
+    work()
+    after = stat()
+    return {tid: nice for tid, (nice, cpu) in after.items() if cpu - before.get(tid, (0, 0))[1] >= 5}
+
+
+@linux_only
+@pytest.mark.skipif(embedded.whisper_tiny_en() is None, reason="the embedded Whisper tiny.en is not installed")
+def test_whisper_file_jobs_compute_at_batch_priority_and_the_live_copy_at_normal():
+    from engines.speech.whisper import WhisperSpeechEngine
+
+    engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), "cpu")
+    live = engine.live_copy()
+    noise = (np.random.default_rng(0).standard_normal(16000 * 20) * 0.1).astype(np.float32)
+    engine.load(), live.load()
+    file_job = busy_threads(lambda: engine.transcribe_samples(noise, TranscribeOptions(vad_filter=False)))
+    live_decode = busy_threads(lambda: [live.transcribe_window(noise[: 16000 * 5], TranscribeOptions()) for _ in range(3)])
+    assert BACKGROUND_NICE in file_job.values(), file_job  # CTranslate2's workers, loaded from a lowered thread
+    assert set(live_decode.values()) == {0}, live_decode
+    assert thread_nice() == 0
+
+
+class CopyableSpeech(FakeSpeechEngine):
+    """A fake with a live copy, as WhisperSpeechEngine has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[FakeSpeechEngine] = []
+
+    def live_copy(self) -> FakeSpeechEngine:
+        self.copies.append(FakeSpeechEngine())
+        return self.copies[-1]
+
+
+def test_live_captions_decode_with_their_own_copy_booked_by_the_memory_manager_and_freed_after(tmp_path):
+    manager = ResidencyManager("cpu", 1 << 40, measure=lambda: 0)
+    engine = CopyableSpeech()
+    panel = TranscribePanel(manager.register(engine), recordings_dir=tmp_path)
+    panel.live_begin("a-recording")
+    panel.live_start("a-recording", FileOptions(), owner="a-page")
+    assert len(engine.copies) == 1
+    copy = engine.copies[0]
+    assert copy.status().loaded, "loaded with Record's progress, not during the first words"
+    assert [r.model for r in manager.status().residents].count(copy.status().model) == 2, "both booked"
+    panel.live_chunk("a-recording", (16000, np.full(16000, 3000, np.int16)), seq=0)
+    assert panel._live["a-recording"].engine.engine is copy
+    list(panel.live_stop("a-recording", FileOptions()))
+    assert not copy.status().loaded, "no recording runs: its memory goes back"
+    assert engine.status().loaded, "the panel's own model stays"
