@@ -111,10 +111,15 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine_for_the_next_job(serve
         # Image: the page's Generate, 4 images of 150 steps each (seconds per image), abandoned at its first preview.
         data = image_controls(server.url, steps=150, seed=4242, batch_count=4, width=512, height=512)
         leave_mid_stream(http, generate_event, data, lambda out: out[0] is not None)
+        # The /generate API (no previews, the answer at the end): abandoned once it runs.
+        api_event, _ = find_event(server.url, api_name="generate")
+        data = image_controls(server.url, steps=150, seed=4343, batch_count=4, width=512, height=512)
+        leave_mid_stream(http, api_event, data, lambda out: True)
     files, summary = client.predict(*image_controls(server.url, seed=7), api_name="/generate")
     assert summary["seeds"] == [7] and Path(files[0]).is_file()
-    abandoned = list((server.data_dir / "images").glob("*-4242.png"))
-    assert abandoned == [], "the abandoned run stopped within its first image: it saved nothing for nobody"
+    for seed in (4242, 4343):
+        abandoned = list((server.data_dir / "images").glob(f"*-{seed}.png"))
+        assert abandoned == [], "the abandoned run stopped within its first image: it saved nothing for nobody"
 
 
 def test_kill_9_mid_reply_and_mid_batch_loses_nothing_finished(tmp_path):

@@ -211,7 +211,8 @@ def test_presets_fill_the_controls():
 def run_api(tmp_path, engine=None, cancel=None, **overrides):
     values = {**DEFAULTS, **overrides}
     engine = engine or FakeImageEngine()
-    return image.generate_for_api(engine, Gallery(tmp_path), cancel or threading.Event(), *(values[n] for n in CONTROLS))
+    *_, answer = image.generate_for_api(engine, Gallery(tmp_path), cancel or threading.Event(), *(values[n] for n in CONTROLS))
+    return answer
 
 
 def test_the_api_answers_every_saved_png_and_their_seeds(tmp_path):
