@@ -68,6 +68,10 @@ class App:
         self.defaults = {name.strip("/"): {p["parameter_name"]: p.get("parameter_default") for p in e["parameters"]} for name, e in info.items()}
         config = httpx.get(f"{self.url}/config", timeout=30).json()
         self.recorder = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "live-captions")
+        # The recorder's Stop (a queued event): its index and its inputs' values as the page starts them.
+        values = {c["id"]: c.get("props", {}).get("value") for c in config["components"]}
+        stop = next(d for d in config["dependencies"] if [self.recorder, "stop_recording"] in [list(t) for t in d["targets"]])
+        self.stop_event, self.stop_data = stop["id"], [values[i] for i in stop["inputs"]]
 
     def data(self, api: str, **values) -> list:
         return [values.get(name, self.defaults[api][name]) for name in self.parameters[api]]
@@ -192,7 +196,9 @@ def live_stream(app: App, speech: Path, truth: list[tuple[str, float]]) -> dict:
                     seen_at.setdefault(i, now)
 
     with httpx.Client(base_url=app.url, timeout=60, trust_env=False) as http:
-        server(http, "live_begin", {"id": recording})
+        begun = server(http, "live_begin", {"id": recording})
+        if begun.get("error"):  # refused (the app takes only so many recordings at once): a finding, not a crash
+            raise RuntimeError(f"live_begin: {begun['error']}")
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         step = int(rate * CHUNK_SECONDS)
@@ -204,6 +210,17 @@ def live_stream(app: App, speech: Path, truth: list[tuple[str, float]]) -> dict:
         time.sleep(3.0)  # the last words' decode
         done.set()
         poller.join(15)
+        # Stop, as the page does: the recording ends (the app takes only so many at once) and is transcribed again.
+        join = {"data": app.stop_data, "fn_index": app.stop_event, "session_hash": session,
+                "event_data": {"id": recording}, "trigger_id": app.recorder}  # fmt: skip
+        http.post("/gradio_api/queue/join", json=join).raise_for_status()
+        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}, timeout=600) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    if not message.get("success"):
+                        failures.append(f"stop: {str(message.get('output'))[:200]}")
+                    break
     latencies = [seen_at[i] - (start + end) for i, (_, end) in enumerate(truth) if i in seen_at]
     return {"words": len(truth), "seen": len(latencies), "p50": p(latencies, 0.5), "p95": p(latencies, 0.95), "poll_failures": failures[:5]}
 
