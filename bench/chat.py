@@ -35,6 +35,10 @@ def decode_rate(tokens: int, first: float, last: float) -> float:
 
 
 def raw_run(llm, max_tokens: int, seed: int) -> dict:
+    # The app evaluates a reproducible (temperature 0) request from an empty cache, so that a prompt gives the
+    # same reply whatever ran before (engines/chat/llama.py); the raw side does too, or it would time a cache
+    # hit on the repeated prompt against the app's whole prompt.
+    llm.reset()
     started = time.perf_counter()
     first = last = None
     pieces = []

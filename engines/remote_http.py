@@ -109,6 +109,18 @@ class RemoteServer:
             ids = [i for i in ids if kinds.get(i) in (kind, None)]
         return ids
 
+    def choose_model(self, wanted: str | None, kind: str, *, unlisted_ok: bool = False) -> str:
+        """The model to use: ``wanted``, which must be one the server lists, else the first it lists.
+        ``unlisted_ok``: a server that lists no models at all (some transcription servers) is taken at its word."""
+        available = self.model_ids(kind)
+        if wanted is not None and (wanted in available or (unlisted_ok and not available)):
+            return wanted
+        if not available:
+            raise EngineError(f"The {self.what} at {self.base_url} lists no models.")
+        if wanted is None:
+            return available[0]
+        raise EngineError(f"The {self.what} has no model {wanted!r}; it has {', '.join(available[:8])}.")
+
     def events(self, path: str, body: dict) -> Iterator[dict]:
         """A streamed answer's events (``data: {...}`` lines), until ``[DONE]``. Closing the iterator closes the
         connection, which is how OpenAI-style servers learn to stop generating."""

@@ -18,6 +18,19 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP = 300  # seconds a start with the real models may take on a busy 2-core machine
+ADMIN_PASSWORD = "host-password-for-tests"
+
+
+def wait_for(condition, what: str, timeout: float = 120):
+    """Poll ``condition`` until it returns something true, and return that; the limit only turns a hang into
+    a failure (a test waits for an event, never for a time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:
@@ -38,7 +51,20 @@ class AppServer:
         cmd = [sys.executable, "app.py", "--port", str(self.port), "--data-dir", str(data_dir), *args]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=environment)
+        self._endpoints: dict | None = None
         self._wait_until_up(timeout)
+
+    def inputs(self, api: str, session: requests.Session | None = None, **values) -> list:
+        """The named endpoint's inputs in order: the given ones by name, the rest at the defaults it declares
+        (read once from ``/gradio_api/info``; ``session``: a signed-in one where the app asks for login)."""
+        if self._endpoints is None:
+            get = session.get if session is not None else requests.get
+            self._endpoints = get(f"{self.url}/gradio_api/info", timeout=30, verify=self.verify).json()["named_endpoints"]
+        parameters = self._endpoints[f"/{api}"]["parameters"]
+        unknown = set(values) - {p["parameter_name"] for p in parameters}
+        if unknown:
+            raise ValueError(f"/{api} has no input named {sorted(unknown)}")
+        return [values.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
 
     def ssl_context(self):
         """What httpx checks the server's certificate against (httpx takes a context, not a path)."""
@@ -64,6 +90,17 @@ class AppServer:
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the app did not answer within {timeout} s:\n{self.log.read_text()}")
+
+    @classmethod
+    def lan(cls, data_dir: Path, *args: str, timeout: float = 120) -> AppServer:
+        """LAN mode on loopback with the real engines on the CPU, the host's password ``ADMIN_PASSWORD``."""
+        lan_args = ("--lan", "--host", "127.0.0.1", "--device", "cpu", *args)
+        return cls(data_dir, *lan_args, env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=timeout)
+
+    @property
+    def passcode(self) -> str:
+        """This start's guest passcode, as the server printed it."""
+        return self.printed(r"Guest passcode: (\w+)")
 
     def printed(self, pattern: str) -> str:
         """The first group of ``pattern`` in what the server printed (e.g. its guest passcode)."""

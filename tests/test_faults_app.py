@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from gradio_client import Client
 
 from bench.common import find_event
-from tests.app_server import AppServer
+from tests.app_server import AppServer, wait_for
 
 # Greedy replies that turned when the prompt ran right after itself, before the fix, and one that did not.
 A, B, C = "What is 12 times 7?", "Write a limerick about a dog.", "Name a colour."
@@ -45,16 +44,6 @@ def assistant_row(data_dir: Path, conversation_id: str) -> tuple[str, dict | Non
     return (rows[-1][0], json.loads(rows[-1][1]) if rows[-1][1] else None) if rows else None
 
 
-def wait_for(condition, what: str, seconds: float = 120):
-    """Poll ``condition`` until it returns something true; the limit only turns a hang into a failure."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_same_seed_same_reply_with_twelve_queued_calls(server):
     client = Client(server.url, verbose=False)
@@ -66,13 +55,11 @@ def test_same_seed_same_reply_with_twelve_queued_calls(server):
     assert {prompt: len(r) for prompt, r in replies.items()} == {A: 1, B: 1, C: 1}, replies
 
 
-def image_controls(url: str, **overrides) -> list:
+def image_controls(server: AppServer, **overrides) -> list:
     """The page's Generate inputs in order: these values by name, the rest at the defaults the endpoint declares."""
     values = dict(prompt="a lighthouse at dusk", width=128, height=128, steps=8, guidance=5.0, sampler="Euler", seed=1,
                   seed_mode="fixed", batch_count=1, batch_size=1)  # fmt: skip
-    values.update(overrides)
-    parameters = httpx.get(f"{url}/gradio_api/info").json()["named_endpoints"]["/generate"]["parameters"]
-    return [values.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
+    return server.inputs("generate", **{**values, **overrides})
 
 
 def leave_mid_stream(http: httpx.Client, event: int, data: list, enough) -> list:
@@ -109,13 +96,13 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine_for_the_next_job(serve
         assert len(content.split()) < 1000, "stopped when the client left, not at 4096 tokens"
 
         # Image: the page's Generate, 4 images of 150 steps each (seconds per image), abandoned at its first preview.
-        data = image_controls(server.url, steps=150, seed=4242, batch_count=4, width=512, height=512)
+        data = image_controls(server, steps=150, seed=4242, batch_count=4, width=512, height=512)
         leave_mid_stream(http, generate_event, data, lambda out: out[0] is not None)
         # The /generate API (no previews, the answer at the end): abandoned once it runs.
         api_event, _ = find_event(server.url, api_name="generate")
-        data = image_controls(server.url, steps=150, seed=4343, batch_count=4, width=512, height=512)
+        data = image_controls(server, steps=150, seed=4343, batch_count=4, width=512, height=512)
         leave_mid_stream(http, api_event, data, lambda out: True)
-    files, summary = client.predict(*image_controls(server.url, seed=7), api_name="/generate")
+    files, summary = client.predict(*image_controls(server, seed=7), api_name="/generate")
     assert summary["seeds"] == [7] and Path(files[0]).is_file()
     for seed in (4242, 4343):
         abandoned = list((server.data_dir / "images").glob(f"*-{seed}.png"))
@@ -130,7 +117,7 @@ def test_kill_9_mid_reply_and_mid_batch_loses_nothing_finished(tmp_path):
     try:
         client = Client(server.url, verbose=False)
         chat = client.submit("Write a long story about a lighthouse keeper.", max_tokens=4096, temperature=0.0, seed=3, api_name="/chat")
-        _images = client.submit(*image_controls(server.url, batch_count=100, seed=100), api_name="/generate")
+        _images = client.submit(*image_controls(server, batch_count=100, seed=100), api_name="/generate")
         seen = wait_for(lambda: chat.outputs() and len(chat.outputs()[-1]["reply"].split()) > 30 and chat.outputs()[-1], "a reply")
         conversation_id, reply = seen["conversation_id"], seen["reply"]
         # The reply is saved as it streams (twice a second): kill once what the client saw is on disk.

@@ -17,17 +17,13 @@ import pytest
 import requests
 
 from tests import fixtures
-from tests.app_server import AppServer
+from tests.app_server import ADMIN_PASSWORD, AppServer, wait_for
 
-ADMIN_PASSWORD = "host-password-for-tests"
 CHAT = ["", 0.0, 0.9, 40, 1.1, 32, 7]  # system prompt, temperature, top-p, top-k, repeat penalty, max tokens, seed
 
 
 def start(tmp_path_factory, *args: str) -> AppServer:
-    return AppServer(
-        tmp_path_factory.mktemp("lan"), "--lan", "--host", "127.0.0.1", "--device", "cpu", *args,
-        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
-    )  # fmt: skip
+    return AppServer.lan(tmp_path_factory.mktemp("lan"), *args)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def passcode(server) -> str:
-    return server.printed(r"Guest passcode: (\w+)")
+    return server.passcode
 
 
 @pytest.fixture(scope="module")
@@ -78,24 +74,16 @@ def chat(server, session, message, conversation_id=None):
     return call(server, session, "chat", [message, *CHAT, conversation_id])
 
 
-def by_name(server: AppServer, session: requests.Session, api: str, **values) -> list:
-    """The endpoint's inputs in order: the given ones by name, the rest at the defaults it declares."""
-    parameters = session.get(f"{server.url}/gradio_api/info").json()["named_endpoints"][f"/{api}"]["parameters"]
-    unknown = set(values) - {p["parameter_name"] for p in parameters}
-    assert not unknown, f"/{api} has no input named {unknown}"
-    return [values.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
-
-
 def generate(server, session, prompt="a lighthouse", init_image=None, **overrides):
     values = dict(prompt=prompt, width=64, height=64, steps=3, guidance=5.0, sampler="Euler", seed=1, seed_mode="fixed",
                   batch_count=1, batch_size=1, init_image=init_image)  # fmt: skip
     values.update(overrides)
-    return call(server, session, "generate", by_name(server, session, "generate", **values))
+    return call(server, session, "generate", server.inputs("generate", session, **values))
 
 
 def transcribe(server, session, path):
     file = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    return call(server, session, "transcribe", by_name(server, session, "transcribe", audio=file))
+    return call(server, session, "transcribe", server.inputs("transcribe", session, audio=file))
 
 
 def upload(server, session, path: Path) -> str:
@@ -271,16 +259,6 @@ def waiting_line(server, session) -> str:
     return session.get(f"{server.url}/melange/queue").json()["text"]
 
 
-def wait_for(predicate, what: str, timeout: float = 120):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_a_thousand_queue_joins_from_one_guest_are_refused_and_others_are_served(server, passcode, host, bob):
     from concurrent.futures import ThreadPoolExecutor
@@ -386,7 +364,7 @@ def test_no_auth_shows_its_banner_and_http_warns_about_microphones(tmp_path_fact
 def test_an_upload_past_the_size_limit_is_refused_and_nothing_is_kept(tmp_path_factory, tmp_path):
     server = start(tmp_path_factory, "--engines", "fake", "--max-upload-mb", "1", "--no-loopback-is-host")
     try:
-        guest = server.login("Walter", server.printed(r"Guest passcode: (\w+)"))
+        guest = server.login("Walter", server.passcode)
         big = tmp_path / "big.wav"
         big.write_bytes(b"\0" * (3 * 1024 * 1024))
         with big.open("rb") as f:

@@ -20,7 +20,7 @@ from gradio_client import Client
 from PIL import Image
 
 from tests import fixtures
-from tests.app_server import STARTUP, AppServer
+from tests.app_server import STARTUP, AppServer, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -245,16 +245,6 @@ def test_translation_needs_a_multilingual_model(client, speech):
 def queue_text(server) -> str:
     return requests.get(f"{server.url}/melange/queue", timeout=10).json()["text"]
 
-
-def wait_for(predicate, what: str, timeout: float = 300):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_v1_job_waits_its_turn_behind_a_page_job_and_shows_in_the_line(server, client):

@@ -15,9 +15,8 @@ import openai
 import pytest
 import requests
 
-from tests.app_server import ROOT, STARTUP, AppServer
+from tests.app_server import ADMIN_PASSWORD, ROOT, STARTUP, AppServer
 
-ADMIN_PASSWORD = "host-password-for-tests"
 OTHER_MODEL = "another-tiny-model"
 
 
@@ -26,17 +25,14 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("lan-v1")
     # A second image model in the models folder: the host may ask for it, a guest may not.
     subprocess.run([sys.executable, "-m", "engines.image.tiny_pipeline", str(data / "models" / OTHER_MODEL)], cwd=ROOT, check=True, capture_output=True)
-    server = AppServer(
-        data, "--lan", "--host", "127.0.0.1", "--device", "cpu", "--no-loopback-is-host",
-        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=STARTUP,
-    )  # fmt: skip
+    server = AppServer.lan(data, "--no-loopback-is-host", timeout=STARTUP)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def passcode(server) -> str:
-    return server.printed(r"Guest passcode: (\w+)")
+    return server.passcode
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ import pytest
 
 from tests.app_server import ROOT, STARTUP, AppServer
 
-ADMIN_PASSWORD = "host-password-for-tests"
-
 # Most generated requests name a model the app runs, so that they reach the engines; the rest test the 404.
 CONFIG = """
 [dictionaries.models]
@@ -26,17 +24,16 @@ values = ["chat", "image", "speech", "whisper-1"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = AppServer(
-        tmp_path_factory.mktemp("fuzz"), "--lan", "--host", "127.0.0.1", "--device", "cpu", "--no-loopback-is-host",
-        "--guest-max-tokens", "8", "--guest-max-image-work", "0.1", "--guest-max-audio-minutes", "1",
-        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD}, timeout=STARTUP,
+    server = AppServer.lan(
+        tmp_path_factory.mktemp("fuzz"), "--no-loopback-is-host",
+        "--guest-max-tokens", "8", "--guest-max-image-work", "0.1", "--guest-max-audio-minutes", "1", timeout=STARTUP,
     )  # fmt: skip
     yield server
     server.stop()
 
 
 def test_no_generated_request_gets_a_server_error(server, tmp_path):
-    key = server.api_key("Fuzzer", server.printed(r"Guest passcode: (\w+)"))
+    key = server.api_key("Fuzzer", server.passcode)
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     run = subprocess.run(

@@ -24,7 +24,7 @@ from engines.chat.remote import OpenAIChatEngine
 from engines.image.remote import RemoteImageEngine
 from engines.speech.remote import OpenAISpeechEngine
 from tests import fixtures
-from tests.app_server import STARTUP, AppServer, free_port
+from tests.app_server import STARTUP, AppServer, free_port, wait_for
 from tests.llama_server import LlamaServer
 
 KEY = "sk-test-remote-key-0123456789abcdef"
@@ -68,14 +68,6 @@ def chat(llama):
 def speech_file(tmp_path_factory):
     return fixtures.speech_wav(tmp_path_factory.mktemp("audio"))
 
-
-def wait_for(predicate, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------- chat against llama_cpp.server

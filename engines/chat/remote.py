@@ -17,7 +17,6 @@ from engines.base import (
     ChatMessage,
     ChatParams,
     ChatStats,
-    EngineError,
     EngineStatus,
     ProgressCallback,
     check_messages,
@@ -52,13 +51,7 @@ class OpenAIChatEngine:
                 return
             if progress:
                 progress(None, f"Asking {self.server.base_url} for its models…")
-            available = self.models()
-            if not available:
-                raise EngineError(f"The chat server at {self.server.base_url} lists no models.")
-            if self.model is None:
-                self.model = available[0]
-            elif self.model not in available:
-                raise EngineError(f"The chat server has no model {self.model!r}; it has {', '.join(available[:8])}.")
+            self.model = self.server.choose_model(self.model, "chat")
             self._ready = True
 
     def unload(self) -> None:

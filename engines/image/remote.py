@@ -93,11 +93,7 @@ class RemoteImageEngine:
                 return
             if progress:
                 progress(None, f"Asking {self.server.base_url} for its models…")
-            available = self.server.model_ids("image")
-            if self.model is None:
-                if not available:
-                    raise EngineError(f"The image server at {self.server.base_url} lists no models.")
-                self.model = available[0]
+            self.model = self.server.choose_model(self.model, "image")
             self._ready = True
 
     def unload(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.speech.audio_stream import SAMPLE_RATE
-from engines.base import EngineError, EngineStatus, InputError, ProgressCallback, Segment, TranscribeOptions, TranscriptInfo, Word
+from engines.base import EngineStatus, InputError, ProgressCallback, Segment, TranscribeOptions, TranscriptInfo, Word
 from engines.remote_http import RemoteServer
 
 REMOTE_DEVICE = "remote"
@@ -80,13 +80,7 @@ class OpenAISpeechEngine:
                 return
             if progress:
                 progress(None, f"Asking {self.server.base_url} for its models…")
-            available = self.models()
-            if self.model is None:
-                if not available:
-                    raise EngineError(f"The speech server at {self.server.base_url} lists no models.")
-                self.model = available[0]
-            elif available and self.model not in available:
-                raise EngineError(f"The speech server has no model {self.model!r}; it has {', '.join(available[:8])}.")
+            self.model = self.server.choose_model(self.model, "speech", unlisted_ok=True)
             self._ready = True
 
     def unload(self) -> None:

@@ -58,7 +58,7 @@ def openai_router(engines, blocks, access, upload_limit_mb: int = 2048, jobs_per
     @router.get("/models/{model:path}", response_model=Model, summary="One model")
     async def model(model: str) -> Model:
         for entry in model_list():
-            if model == entry.id or model in ALIASES.get(entry.kind, embeddings.ALIASES):
+            if model == entry.id or model in ALIASES[entry.kind]:
                 return entry
         raise OpenAIError(404, f"The model {model[:200]!r} does not exist here (see /v1/models).", code="model_not_found", param="model")
 

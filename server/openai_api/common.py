@@ -18,7 +18,13 @@ from server.principal import Principal
 
 # Besides each model's own name, a panel's name means "whatever that panel runs now", and "whisper-1" (the
 # name OpenAI's own transcription model has, which many tools send unasked) means the speech model.
-ALIASES = {"chat": ("chat",), "image": ("image",), "speech": ("speech", "whisper-1")}
+# Names a client may use for each kind's running model, beside its own id.
+ALIASES = {
+    "chat": ("chat",),
+    "image": ("image",),
+    "speech": ("speech", "whisper-1"),
+    "embedding": ("embedding", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+}
 
 
 @dataclass

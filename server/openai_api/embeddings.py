@@ -12,12 +12,11 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from engines.base import EngineError
-from server.openai_api.common import authenticate
+from server.openai_api.common import ALIASES, authenticate
 from server.openai_api.errors import OpenAIError, not_found_model
 from server.openai_api.schemas import EmbeddingRequest, EmbeddingResponse
 from server.principal import Principal
 
-ALIASES = ("embedding", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
 def model_id(embedder) -> str:
@@ -28,7 +27,7 @@ def add_routes(router: APIRouter, embedder) -> None:
     @router.post("/embeddings", response_model=EmbeddingResponse, summary="Embed texts (all-MiniLM-L6-v2, 384 dimensions)")
     async def embeddings(body: EmbeddingRequest, principal: Principal = Depends(authenticate)) -> dict:
         name = model_id(embedder)
-        if body.model not in (None, name, *ALIASES):
+        if body.model not in (None, name, *ALIASES["embedding"]):
             raise not_found_model(body.model, [name])
         if body.dimensions not in (None, embedder.dimensions):
             raise OpenAIError(400, f"This model gives {embedder.dimensions} dimensions only; got dimensions={body.dimensions}.", param="dimensions", code="invalid_dimensions")

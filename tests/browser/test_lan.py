@@ -8,20 +8,15 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import fixtures
-from tests.app_server import AppServer
+from tests.app_server import ADMIN_PASSWORD, AppServer
 from tests.browser.conftest import ARTIFACTS, launch_chromium
 
 pytestmark = pytest.mark.browser
 
-ADMIN_PASSWORD = "host-password-for-tests"
-
 
 @pytest.fixture(scope="module")
 def lan_app(tmp_path_factory):
-    server = AppServer(
-        tmp_path_factory.mktemp("lan-browser"), "--lan", "--host", "127.0.0.1", "--no-loopback-is-host", "--device", "cpu",
-        env={"MELANGE_ADMIN_PASSWORD": ADMIN_PASSWORD},
-    )  # fmt: skip
+    server = AppServer.lan(tmp_path_factory.mktemp("lan-browser"), "--no-loopback-is-host")
     yield server
     server.stop()
 
@@ -80,7 +75,7 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def test_two_guests_work_side_by_side_and_never_see_each_other(lan_app, lan_browser):
-    passcode = lan_app.printed(r"Guest passcode: (\w+)")
+    passcode = lan_app.passcode
     alice = signed_in(lan_browser, lan_app, "Alice", passcode)
     bob = signed_in(lan_browser, lan_app, "Bob", passcode)
     try:
@@ -129,7 +124,7 @@ def test_two_guests_work_side_by_side_and_never_see_each_other(lan_app, lan_brow
 
 
 def test_the_microphone_works_over_https(lan_app, lan_browser):
-    guest = signed_in(lan_browser, lan_app, "Carol", lan_app.printed(r"Guest passcode: (\w+)"))
+    guest = signed_in(lan_browser, lan_app, "Carol", lan_app.passcode)
     try:
         guest.get_by_role("tab", name="Transcribe").click()
         guest.get_by_role("tab", name="Live microphone").click()
@@ -155,7 +150,7 @@ def test_the_host_shares_from_the_share_tab(lan_app, lan_browser):  # last: it r
         expect(host.locator("#share-urls")).to_contain_text(lan_app.url)
         fingerprint = lan_app.printed(r"fingerprint[^\n]*\n\s+([0-9A-F:]{95})")
         expect(host.locator("#share-urls")).to_contain_text(fingerprint)
-        old = lan_app.printed(r"Guest passcode: (\w+)")
+        old = lan_app.passcode
         expect(host.locator("#share-passcode")).to_contain_text(old)
         host.click("#share-rotate")
         expect(host.locator("#share-passcode")).not_to_contain_text(old, timeout=30_000)
