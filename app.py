@@ -230,7 +230,10 @@ def build_app(
     store = store or ConversationStore(settings.data_dir / "melange.db")
     access = access or Access(settings.data_dir, limits=limits(settings))
     documents = documents or build_documents(settings, access)
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+    # Gradio copies every upload and every file it serves into its cache; without an age they pile up for as
+    # long as the server runs (1,000 requests: +90 MB). The originals live in the data folder.
+    age = int(settings.cache_minutes * 60)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(10, min(600, age // 2)), age)) as blocks:
         if sharing is not None:
             ui.share.header(blocks, sharing)
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")

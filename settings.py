@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     image_compile: bool = Field(False, description="Image: torch.compile the UNet and VAE decoder; the first image at each size warms up (can take minutes).")
     image_tiny_vae_preview: bool = Field(False, description="Image: step previews through TAESD (downloaded once) instead of the cheap linear preview.")
     idle_unload_minutes: float = Field(0, ge=0, description="Unload a model nobody used for this many minutes (0: keep models loaded).")
+    cache_minutes: float = Field(
+        1440, ge=1, description="Delete Gradio's cached copies of uploads and results this many minutes after they were made (what you made stays in the data folder)."
+    )
 
     @property
     def resolved_models_dir(self) -> Path:

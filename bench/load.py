@@ -308,7 +308,9 @@ def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
                 crossed += bool(r.get("crossed"))
                 if i + 1 == warm_up:
                     figures["after_warm_up"] = process_figures(app.server.process.pid, app.server.data_dir)
-            if (i + 1) % 50 == 0:
+            if (i + 1) % 100 == 0:
+                with lock:
+                    figures.setdefault("every_100", []).append(process_figures(app.server.process.pid, app.server.data_dir))
                 log(f"soak: {i + 1}/{count}")
 
     workers = [threading.Thread(target=worker) for _ in range(2)]
@@ -327,6 +329,7 @@ def main() -> None:
     parser.add_argument("--users", default="1,10,25,50")
     parser.add_argument("--soak", type=int, default=0, help="mixed requests after the levels (1000 in the issue)")
     parser.add_argument("--stress", action="store_true", help="beside stress-ng --cpu 2")
+    parser.add_argument("--cache-minutes", type=float, default=5, help="the app's --cache-minutes (its default is a day)")
     args = parser.parse_args()
     stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--quiet"]) if args.stress else None
     work = Path(tempfile.mkdtemp(prefix="melange-load-"))
@@ -337,7 +340,8 @@ def main() -> None:
         live_audio = work / "live.wav"
         fixtures._run("sox", str(speech), str(live_audio), "pad", "0.5", "1.0")
         truth = word_truth(live_audio)
-        server = AppServer(work / "data", "--device", "cpu", "--queue-size", "500")
+        # Gradio's cached copies expire after 5 minutes here (a day by default), so the soak shows them cleaned up.
+        server = AppServer(work / "data", "--device", "cpu", "--queue-size", "500", "--cache-minutes", str(args.cache_minutes))
         try:
             app = App(server)
             log("warming up and timing one request of each kind alone")

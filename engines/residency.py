@@ -299,6 +299,38 @@ class ResidencyManager:
             return MemoryStatus(self.device, self.budget, self.total, self.used(), residents)
 
 
+TRIM_EVERY_SECONDS = 10.0
+_trim = {"at": 0.0, "lock": threading.Lock(), "libc": None}
+
+
+def trim_heap() -> bool:
+    """Hand the memory a finished job freed back to the system, at most every ``TRIM_EVERY_SECONDS``.
+
+    glibc keeps freed blocks in its per-thread arenas, and jobs run on threads of their own
+    (engines.priority), so without this the process's resident size only grows: that size is what the memory
+    manager measures on a CPU and what a long-running app shows. Linux (glibc) only; True when it trimmed."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    with _trim["lock"]:
+        now = time.monotonic()
+        if now - _trim["at"] < TRIM_EVERY_SECONDS:
+            return False
+        _trim["at"] = now
+        if _trim["libc"] is None:
+            try:
+                _trim["libc"] = ctypes.CDLL("libc.so.6")
+                _trim["libc"].malloc_trim  # noqa: B018 - musl has none
+            except (OSError, AttributeError):
+                _trim["libc"] = False
+    if not _trim["libc"]:
+        return False
+    _trim["libc"].malloc_trim(0)
+    return True
+
+
 class ManagedEngine:
     """An engine whose loads go through the manager; everything else is the engine's own."""
 
@@ -332,12 +364,17 @@ class ManagedEngine:
 
         def work(*args, **kwargs):
             self._manager.acquire(self._engine)
+            result = None
             try:
-                return self._guarded(self._manager.measured(self._engine, lambda: attr(*args, **kwargs)))
+                result = self._guarded(self._manager.measured(self._engine, lambda: attr(*args, **kwargs)))
+                return result
             except BaseException as e:
                 if is_out_of_memory(e):
                     raise self._out_of_memory() from e
                 raise
+            finally:
+                if not inspect.isgenerator(result):  # a stream trims when it ends
+                    trim_heap()
 
         return work
 
@@ -356,6 +393,8 @@ class ManagedEngine:
             if is_out_of_memory(e):
                 raise self._out_of_memory() from e
             raise
+        finally:
+            trim_heap()
 
     def _out_of_memory(self) -> EngineError:
         return self._manager.out_of_memory(self._engine, loading=False)

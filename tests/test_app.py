@@ -59,6 +59,13 @@ def test_flags_and_environment_become_settings(monkeypatch, tmp_path):
     assert settings.resolved_models_dir == tmp_path / "models"
 
 
+def test_gradios_cached_copies_expire(tmp_path):
+    blocks = app.create_app(Settings(data_dir=tmp_path, engines="fake", cache_minutes=5)).state.blocks
+    assert blocks.delete_cache == (150, 300)
+    blocks = app.create_app(Settings(data_dir=tmp_path, engines="fake")).state.blocks
+    assert blocks.delete_cache == (600, 86400), "a day by default"
+
+
 def test_shipped_presets_are_valid():
     presets = load_presets()
     assert presets.chat and presets.image and presets.transcribe
