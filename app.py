@@ -31,6 +31,7 @@ from server import lan
 from server.guard import principal_of
 from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
+from server.sessions import Sessions, SessionTracker
 from settings import Settings, parse_settings
 from ui.access import Access, Limits
 from ui.presets import Presets, load_presets, suggest_profile
@@ -263,9 +264,9 @@ def build_app(
     return blocks
 
 
-def health(engines: Engines) -> dict:
+def health(engines: Engines, sessions: Sessions | None = None) -> dict:
     statuses = [e.status() for e in engines.all()]
-    return {
+    body = {
         "status": "ok",
         "app": "melange",
         "version": version(),
@@ -273,6 +274,9 @@ def health(engines: Engines) -> dict:
         "engines": {s.kind: {k: v for k, v in asdict(s).items() if k != "kind"} for s in statuses},
         "memory": {device: asdict(m.status()) for device, m in engines.managers.items()},
     }
+    if sessions is not None:
+        body["sessions"] = sessions.figures()
+    return body
 
 
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
@@ -303,7 +307,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     def get_health(request: Request) -> dict:
         """Anyone may ask whether the server is up; only the host sees what runs on it."""
         principal = principal_of(request)
-        return health(engines) if principal is not None and principal.is_host else {"status": "ok"}
+        return health(engines, app.state.sessions) if principal is not None and principal.is_host else {"status": "ok"}
 
     lan.routes(app, sharing)
     documents = build_documents(settings, access)
@@ -326,6 +330,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     # mount_gradio_app never sets this, and Gradio checks the files a request names only once it is set:
     # without it, an API call could make a handler read any file on the disk.
     blocks.has_launched = True
+    # Added before the guard, so it sits inside it: only requests the guard let through count as pages.
+    app.state.sessions = Sessions(blocks, api_idle=settings.api_session_minutes * 60)
+    app.add_middleware(SessionTracker, sessions=app.state.sessions)
     lan.install(app, sharing, blocks, access.areas(), remote_images=settings.chat_remote_images)
     app.state.sharing = sharing
     app.state.blocks = blocks

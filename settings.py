@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     cache_minutes: float = Field(
         1440, ge=1, description="Delete Gradio's cached copies of uploads and results this many minutes after they were made (what you made stays in the data folder)."
     )
+    api_session_minutes: float = Field(
+        10, gt=0, description="Forget an API caller's session (Gradio keeps ~400 KB for each) this many minutes after its last call; a page's lasts while it is open, and an hour after."
+    )
 
     @property
     def resolved_models_dir(self) -> Path:

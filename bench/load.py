@@ -281,7 +281,7 @@ def level(app: App, users: int, clip: Path, workdir: Path, speech: Path, truth, 
     return out
 
 
-def process_figures(pid: int, data_dir: Path) -> dict:
+def process_figures(pid: int, data_dir: Path, url: str) -> dict:
     import psutil
 
     proc = psutil.Process(pid)
@@ -290,6 +290,7 @@ def process_figures(pid: int, data_dir: Path) -> dict:
     return {
         "rss_mb": round(proc.memory_info().rss / 2**20, 1), "threads": proc.num_threads(), "open_files": len(proc.open_files()),
         "gradio_temp_mb": round(size(temp) / 2**20, 1), "data_mb": round(size(data_dir) / 2**20, 1),
+        "sessions_kept": httpx.get(f"{url}/health", timeout=30, trust_env=False).json().get("sessions", {}).get("kept"),
     }  # fmt: skip
 
 
@@ -307,10 +308,10 @@ def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
                 failures += not r.get("ok")
                 crossed += bool(r.get("crossed"))
                 if i + 1 == warm_up:
-                    figures["after_warm_up"] = process_figures(app.server.process.pid, app.server.data_dir)
+                    figures["after_warm_up"] = process_figures(app.server.process.pid, app.server.data_dir, app.url)
             if (i + 1) % 100 == 0:
                 with lock:
-                    figures.setdefault("every_100", []).append(process_figures(app.server.process.pid, app.server.data_dir))
+                    figures.setdefault("every_100", []).append(process_figures(app.server.process.pid, app.server.data_dir, app.url))
                 log(f"soak: {i + 1}/{count}")
 
     workers = [threading.Thread(target=worker) for _ in range(2)]
@@ -318,7 +319,7 @@ def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
         w.start()
     for w in workers:
         w.join()
-    figures["end"] = process_figures(app.server.process.pid, app.server.data_dir)
+    figures["end"] = process_figures(app.server.process.pid, app.server.data_dir, app.url)
     base = figures.get("after_warm_up", figures["end"])
     growth = {k: round(figures["end"][k] / base[k], 2) if base[k] else None for k in ("rss_mb", "threads", "open_files")}
     return {"requests": count, "warm_up": warm_up, "failures": failures, "crossed": crossed, **figures, "growth": growth}
@@ -330,6 +331,7 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="mixed requests after the levels (1000 in the issue)")
     parser.add_argument("--stress", action="store_true", help="beside stress-ng --cpu 2")
     parser.add_argument("--cache-minutes", type=float, default=5, help="the app's --cache-minutes (its default is a day)")
+    parser.add_argument("--api-session-minutes", type=float, default=1, help="the app's --api-session-minutes (its default is 10)")
     args = parser.parse_args()
     stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--quiet"]) if args.stress else None
     work = Path(tempfile.mkdtemp(prefix="melange-load-"))
@@ -340,8 +342,12 @@ def main() -> None:
         live_audio = work / "live.wav"
         fixtures._run("sox", str(speech), str(live_audio), "pad", "0.5", "1.0")
         truth = word_truth(live_audio)
-        # Gradio's cached copies expire after 5 minutes here (a day by default), so the soak shows them cleaned up.
-        server = AppServer(work / "data", "--device", "cpu", "--queue-size", "500", "--cache-minutes", str(args.cache_minutes))
+        # Gradio's cached copies expire after 5 minutes here (a day by default) and API sessions are forgotten
+        # after 1 (10 by default), so the soak shows both cleaned up within its run.
+        server = AppServer(
+            work / "data", "--device", "cpu", "--queue-size", "500", "--cache-minutes", str(args.cache_minutes),
+            "--api-session-minutes", str(args.api_session_minutes),
+        )  # fmt: skip
         try:
             app = App(server)
             log("warming up and timing one request of each kind alone")
