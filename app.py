@@ -27,7 +27,7 @@ from engines.base import ChatEngine, Engine, EngineError, ImageEngine, SpeechEng
 from engines.speech.recordings import repair_recordings
 from engines.residency import ResidencyManager, parse_size
 from engines.speech.speakers import SpeakerLabeler
-from server import lan
+from server import lan, queue_wake
 from server.guard import principal_of
 from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
@@ -313,6 +313,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     documents = build_documents(settings, access)
     blocks = build_app(settings, engines, presets, first_start=first_start, sharing=sharing, access=access, documents=documents)
     app.include_router(queue_router(lambda: blocks))
+    app.state.queue_wake = queue_wake.install(blocks)  # the queue sleeps until there is work (not 1,100 polls a second)
     # /v1, before the page at "/"; the documents' embedding model answers /v1/embeddings
     app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb, embedder=documents.embedder))
     run_remote_jobs_side_by_side(blocks, engines, settings.remote_concurrency)
