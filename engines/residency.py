@@ -265,6 +265,13 @@ class ResidencyManager:
     def release(self, engine: Engine) -> None:
         self._unload(self._resident(engine))
 
+    def unregister(self, engine: Engine) -> None:
+        """An engine that is done with for good (a live copy of a model no longer chosen): unloaded, and off
+        the books."""
+        self._unload(self._resident(engine))
+        with self._lock:
+            self._residents.pop(id(engine), None)
+
     def unload_idle(self) -> list[str]:
         """Unload every model unused for longer than the idle time. Returns what was unloaded."""
         if not self.idle_seconds:
@@ -351,6 +358,9 @@ class ManagedEngine:
 
     def unload(self) -> None:
         self._manager.release(self._engine)
+
+    def unregister(self) -> None:
+        self._manager.unregister(self._engine)
 
     def switch(self, model, *args, **kwargs):
         return self._manager.switch(self._engine, lambda: self._engine.switch(model, *args, **kwargs), model)

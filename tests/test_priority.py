@@ -131,3 +131,19 @@ def test_live_captions_decode_with_their_own_copy_booked_by_the_memory_manager_a
     list(panel.live_stop("a-recording", FileOptions()))
     assert not copy.status().loaded, "no recording runs: its memory goes back"
     assert engine.status().loaded, "the panel's own model stays"
+
+
+def test_a_model_switch_replaces_the_live_copy_and_its_booking(tmp_path):
+    manager = ResidencyManager("cpu", 1 << 40, measure=lambda: 0)
+    engine = CopyableSpeech()
+    panel = TranscribePanel(manager.register(engine), recordings_dir=tmp_path)
+    for i, model in enumerate(["first-model", "second-model", "third-model"]):
+        engine.switch(model)
+        recording = f"recording-{i}"
+        panel.live_begin(recording)
+        panel.live_start(recording, FileOptions(), owner="a-page")
+        panel.live_chunk(recording, (16000, np.full(16000, 3000, np.int16)), seq=0)
+        list(panel.live_stop(recording, FileOptions()))
+    assert len(engine.copies) == 3, "a new copy for each model"
+    booked = [r.engine for r in manager._residents.values()]
+    assert booked == [engine, engine.copies[-1]], "the panel's engine and the current copy only, not one per switch"

@@ -334,8 +334,8 @@ class TranscribePanel:
             return self.engine
         wanted = (str(getattr(self.engine, "model", "")), getattr(self.engine, "display_name", ""))
         if self._copy is None or self._copy_of != wanted:
-            if self._copy is not None:
-                self._copy.unload()
+            if self._copy is not None:  # a copy of the model chosen before: gone for good, off the books too
+                getattr(self._copy, "unregister", self._copy.unload)()
             self._copy, self._copy_of = copy(), wanted
         return self._copy
 
