@@ -82,7 +82,27 @@ def run_on_fresh_thread(work: Callable[[], T], background: bool, name: str = "me
     return box["value"]
 
 
-_ITEM, _END, _ERROR = 0, 1, 2
+ITEM, END, ERROR = 0, 1, 2  # what ``produce`` posts: (ITEM, item) for each item, then (END, None) or (ERROR, e)
+
+
+def produce(make: Callable[[], Iterator[T]], post: Callable[[tuple[int, object]], object], stop: threading.Event) -> None:
+    """Run the generator ``make()`` returns, posting each item, then the end or the error. Once ``stop`` is
+    set it stops at the next item and closes the generator here, in the thread that ran it, so the engine
+    has let go when this returns."""
+    try:
+        iterator = make()
+        try:
+            for item in iterator:
+                post((ITEM, item))
+                if stop.is_set():
+                    break
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        post((END, None))
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it in its own thread
+        post((ERROR, e))
 
 
 def in_background(make: Callable[[], Iterator[T]], name: str = "melange-job") -> Iterator[T]:
@@ -94,30 +114,13 @@ def in_background(make: Callable[[], Iterator[T]], name: str = "melange-job") ->
     """
     items: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            iterator = make()
-            try:
-                for item in iterator:
-                    items.put((_ITEM, item))
-                    if stop.is_set():
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-            items.put((_END, None))
-        except BaseException as e:  # noqa: BLE001 - raised again in the consumer's thread
-            items.put((_ERROR, e))
-
-    thread = start_background(produce, name)
+    thread = start_background(lambda: produce(make, items.put, stop), name)
     try:
         while True:
             kind, value = items.get()
-            if kind == _ITEM:
+            if kind == ITEM:
                 yield value
-            elif kind == _ERROR:
+            elif kind == ERROR:
                 raise value
             else:
                 return

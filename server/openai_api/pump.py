@@ -12,9 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 
-from engines.priority import lower_this_thread
-
-_ITEM, _END, _ERROR = 0, 1, 2
+from engines.priority import ERROR, ITEM, produce, start_background
 
 
 class Pump:
@@ -23,29 +21,16 @@ class Pump:
         self._items: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()
         self.finished = asyncio.Event()  # set once the engine has let go (its generator closed)
-        self._make = make
         self._over = False
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        # A job: lowered, so live captions and the page's threads come first (engines.priority).
+        start_background(lambda: self._run(make), name)
 
-    def _post(self, kind: int, value=None) -> None:
-        self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
+    def _post(self, message: tuple[int, object]) -> None:
+        self._loop.call_soon_threadsafe(self._items.put_nowait, message)
 
-    def _run(self) -> None:
-        lower_this_thread()  # a job: live captions and the page's threads come first (engines.priority)
+    def _run(self, make: Callable[[], Iterator]) -> None:
         try:
-            iterator = self._make()
-            try:
-                for item in iterator:
-                    self._post(_ITEM, item)
-                    if self._stop.is_set():
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-            self._post(_END)
-        except BaseException as e:  # noqa: BLE001 - handed to the loop, which raises it there
-            self._post(_ERROR, e)
+            produce(make, self._post, self._stop)
         finally:
             self._loop.call_soon_threadsafe(self.finished.set)
 
@@ -60,10 +45,10 @@ class Pump:
         if self._over:
             raise StopAsyncIteration
         kind, value = await self._items.get()
-        if kind == _ITEM:
+        if kind == ITEM:
             return value
         self._over = True
-        if kind == _ERROR:
+        if kind == ERROR:
             raise value
         raise StopAsyncIteration
 
