@@ -25,6 +25,7 @@ import ui.transcribe
 from conversations import ConversationStore
 from engines.base import ChatEngine, Engine, EngineError, ImageEngine, SpeechEngine
 from engines.speech.recordings import repair_recordings
+from engines.remote_http import REMOTE_DEVICE
 from engines.residency import ResidencyManager, parse_size
 from engines.speech.speakers import SpeakerLabeler
 from server import lan, queue_wake
@@ -41,7 +42,6 @@ log = logging.getLogger("melange")
 TITLE = "Melange"
 # The API: one endpoint per panel. Every other event is the page's own and refuses named API calls.
 API_ENDPOINTS = ("chat", "generate", "transcribe")
-REMOTE_DEVICE = "remote"  # what a remote engine reports as its device: it takes no memory here
 
 
 def version() -> str:

@@ -17,6 +17,8 @@ import httpx
 
 from engines.base import EngineError, InputError
 
+REMOTE_DEVICE = "remote"  # what a remote engine reports as its device: its memory and compute are the server's
+
 CONNECT_SECONDS = 10.0
 
 

@@ -22,9 +22,7 @@ from engines.base import (
     check_messages,
     check_prompt,
 )
-from engines.remote_http import RemoteServer
-
-REMOTE_DEVICE = "remote"
+from engines.remote_http import REMOTE_DEVICE, RemoteServer
 
 
 class OpenAIChatEngine:

@@ -30,9 +30,8 @@ from engines.base import (
     StepCallback,
     check_batch,
 )
-from engines.remote_http import RemoteServer
+from engines.remote_http import REMOTE_DEVICE, RemoteServer
 
-REMOTE_DEVICE = "remote"
 POLL_SECONDS = 0.1  # how often a running request looks at Cancel
 
 

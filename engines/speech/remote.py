@@ -19,9 +19,7 @@ import numpy as np
 
 from engines.speech.audio_stream import SAMPLE_RATE
 from engines.base import EngineStatus, InputError, ProgressCallback, Segment, TranscribeOptions, TranscriptInfo, Word
-from engines.remote_http import RemoteServer
-
-REMOTE_DEVICE = "remote"
+from engines.remote_http import REMOTE_DEVICE, RemoteServer
 
 
 def segments_from(answer: dict) -> list[Segment]:
