@@ -65,8 +65,9 @@ def machine() -> dict:
     }
 
 
-def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> None:
-    """One event through the queue as the browser sends it: join, then read the session's event stream."""
+def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> list | None:
+    """One event through the queue as the browser sends it: join, then read the session's event stream.
+    Returns the event's final outputs."""
     from gradio_client.utils import apply_diff
 
     http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
@@ -83,7 +84,7 @@ def sse_call(http, fn_index: int, data: list, session: str, on_output=None) -> N
             elif msg.get("msg") == "process_completed":
                 if not msg.get("success", True):
                     raise RuntimeError(msg.get("output"))
-                return
+                return (msg.get("output") or {}).get("data")
 
 
 def client_floor(runs: int) -> dict:
