@@ -84,6 +84,10 @@ class Sessions:
         with holder.lock:
             holder.session_data.pop(session, None)
             holder.time_last_used.pop(session, None)
+        # The queue's mailbox for the session and its (empty) set of events: nobody reads them any more.
+        queue = self.blocks._queue
+        queue.pending_messages_per_session.pop(session, None)
+        queue.pending_event_ids_session.pop(session, None)
         self.forgotten += 1
         return 1
 
