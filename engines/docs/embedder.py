@@ -6,7 +6,7 @@ over the tokens, then L2 normalisation) without importing sentence-transformers.
 ``embed(texts) -> np.ndarray`` so the documents index and an HTTP route can share it.
 
 Two backends give the same contract. On the CPU the model runs through ONNX Runtime with int8 weights
-(``engines/docs/onnx_minilm.py``: built from these weights on first use and cached; ~2.5x PyTorch's passages
+(``engines/docs/onnx_minilm.py``: built from these weights on first use and cached; 2.5-3x PyTorch's passages
 per CPU-second, cosine ~0.993 to it); PyTorch fp32 is the fallback where onnxruntime or onnx is missing or the
 build fails (a log line says why), and the backend on a GPU. Vectors of the two differ slightly, so an index
 records ``identity`` and the indexer re-embeds a collection made by the other one.
