@@ -12,10 +12,13 @@ are needed only to build, onnxruntime to run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +52,34 @@ def cached_path(cache_dir: Path, weights: str) -> Path:
     return cache_dir / f"all-MiniLM-L6-v2-int8-{name}.onnx"
 
 
+class _FromOnnxRuntime(logging.Filter):
+    """ONNX Runtime's optimizer and quantiser log a line per node and tensor (some on the root logger), and
+    advise pre-processing we do not need: below ERROR, none of it reaches the app's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or f"{os.sep}onnxruntime{os.sep}" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime() -> Iterator[None]:
+    quiet = _FromOnnxRuntime()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
 def build(model_dir: Path, out: Path, tokenizer, threads: int = 1) -> None:
     """Export, fuse, quantise and check; then put the file at ``out`` in one rename. Raises on any failure."""
+    with _quiet_onnxruntime():
+        _build(model_dir, out, tokenizer, threads)
+
+
+def _build(model_dir: Path, out: Path, tokenizer, threads: int) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
@@ -115,7 +144,9 @@ def load_or_build(model_dir: Path, cache_dir: Path | None, tokenizer, threads: i
     path = cached_path(cache_dir, weights)
     if not path.exists():
         log.info("embeddings: building the int8 ONNX model in %s (once)", cache_dir)
+        started = time.monotonic()
         build(model_dir, path, tokenizer, threads)
+        log.info("embeddings: built %s in %.1f s", path.name, time.monotonic() - started)
         for old in cache_dir.glob("all-MiniLM-L6-v2-int8-*.onnx"):  # an earlier source's, recipe's or runtime's
             if old != path:
                 old.unlink(missing_ok=True)
