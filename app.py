@@ -198,7 +198,7 @@ def limits(settings: Settings) -> Limits:
 
 def build_documents(settings: Settings, access: Access) -> ui.documents.Documents:
     """The documents index (its own SQLite file), its background indexer and the embedding model (loaded on
-    first use). Fake engines get a bag-of-words stand-in for the embedding model."""
+    first use, or at start when stored vectors need re-embedding). Fake engines get a bag-of-words stand-in."""
     from engines.docs.index import DocsIndex
     from engines.docs.indexer import Indexer
 
@@ -209,9 +209,11 @@ def build_documents(settings: Settings, access: Access) -> ui.documents.Document
     else:
         from engines.docs.embedder import Embedder
 
-        embedder = Embedder()
+        embedder = Embedder(cache_dir=settings.data_dir / "embedder")  # the int8 ONNX model, built on first use
     index = DocsIndex(settings.data_dir / "documents.db")
-    return ui.documents.Documents(index, Indexer(index, embedder), embedder, settings.data_dir / "documents", access)
+    indexer = Indexer(index, embedder)
+    indexer.reembed_stale()  # collections another embedder made (an upgrade, a backend that came or went)
+    return ui.documents.Documents(index, indexer, embedder, settings.data_dir / "documents", access)
 
 
 def build_app(

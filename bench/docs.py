@@ -7,10 +7,14 @@ pages ("The Vorlane project has a budget of 48,500 euros."), each with a questio
 much money is set aside for the Vorlane project?"). Facts come in six shapes, each shared by several facts
 that differ only in the made-up name, so retrieval must find the right one. Prints JSON:
 
-- indexing throughput in PDF pages per second: raw (``Indexer.run`` here, model loaded) and the app (its
-  Documents tab indexing the folder, as the host does, timed by the app's own progress line), runs alternating;
-  parse-only pages per second beside them, to show where the time goes;
-- recall@5: how often the passage holding the answer is among the 5 passages handed to the model;
+- indexing throughput in PDF pages per second: raw (``Indexer.run`` here, model loaded, the app's backend:
+  ONNX Runtime int8) and the app (its Documents tab indexing the folder, as the host does, timed by the app's
+  own progress line), with raw PyTorch fp32 (the fallback, and the backend before) in the same run, runs
+  alternating; pages per CPU-second of each, and parse-only pages per second, to show where the time goes;
+- the work per page (tokens, GFLOP of the model's forward pass) and the GFLOP/s each backend reached per
+  CPU-second; the int8 vectors' cosine to fp32's on the corpus's passages (mean and min);
+- recall@5: how often the passage holding the answer is among the 5 passages handed to the model, for both
+  backends;
 - answer accuracy of the embedded chat model (SmolLM2-135M, greedy, 48 new tokens): the reply contains the
   answer, raw (``LlamaChatEngine`` with the same grounded prompt) and through the page's own Send.
 """
@@ -124,6 +128,19 @@ def correct(reply: str, answer: str) -> bool:
 # ---------------------------------------------------------------- raw
 
 
+def forward_gflop(embedder: Embedder, texts: list[str]) -> tuple[int, float]:
+    """(tokens, GFLOP) of the model's forward pass over ``texts``, each alone as the int8 backend runs them:
+    per layer and token, the four attention projections and the two feed-forward matrices (2 FLOP a
+    multiply-add), plus the attention scores and their weighted sum over the text's own length."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(embedder.model_dir, local_files_only=True)
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    lengths = [min(len(ids), 256) for ids in embedder._tokenizer(texts)["input_ids"]]
+    flop = sum(layers * (n * 2 * (4 * h * h + 2 * h * ffn) + 4 * n * n * h) for n in lengths)
+    return sum(lengths), flop / 1e9
+
+
 def raw_index(corpus: Path, embedder: Embedder, work: Path) -> dict:
     index = DocsIndex(work / f"raw-{uuid.uuid4().hex[:6]}.db")
     collection = index.create_collection("bench", "local", str(corpus))
@@ -135,13 +152,13 @@ def raw_index(corpus: Path, embedder: Embedder, work: Path) -> dict:
 
 
 def parse_only(corpus: Path) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     pages = passages = 0
     for path in sorted(corpus.glob("*.pdf")):
         document = docs_parse.parse(path)
         pages += document.pages
         passages += len(document.passages)
-    return {"seconds": time.perf_counter() - started, "pages": pages, "passages": passages}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu, "pages": pages, "passages": passages}
 
 
 def recall_at_5(index: DocsIndex, collection: str, embedder: Embedder, questions: list[dict]) -> tuple[float, list]:
@@ -237,10 +254,12 @@ def main() -> None:
         questions = build_corpus(corpus, args.docs, args.pages, args.facts)
         for run in range(1, args.runs):  # the app keeps a folder's collection: each of its runs gets a fresh copy
             shutil.copytree(corpus, work / f"corpus-{run}")
-        embedder = Embedder()
+        embedder = Embedder(cache_dir=work / "embedder-cache")  # the app's backend, built here as the app does
         embedder.load()
+        fp32 = Embedder(backend="torch")
+        fp32.load()
         parsed = parse_only(corpus)
-        raw_runs, app_runs = [], []
+        raw_runs, app_runs, fp32_runs = [], [], []
         warm = work / "warm-up"
         warm.mkdir()
         (warm / "warm.md").write_text("# Warm-up\n\nLoads the embedding model in the app before timing.\n")
@@ -249,15 +268,22 @@ def main() -> None:
             for run in range(args.runs):
                 raw_runs.append(raw_index(corpus, embedder, work))
                 app_runs.append(app_index(url, work / f"corpus-{run}"))
+                fp32_runs.append(raw_index(corpus, fp32, work))
             last = raw_runs[-1]
             recall, misses = recall_at_5(last["index"], last["collection"], embedder, questions)
+            fp32_recall, fp32_misses = recall_at_5(fp32_runs[-1]["index"], fp32_runs[-1]["collection"], fp32, questions)
+            passages = [p.text for path in sorted(corpus.glob("*.pdf")) for p in docs_parse.parse(path).passages]
+            cosine = (embedder.embed(passages) * fp32.embed(passages)).sum(axis=1)
+            tokens, gflop = forward_gflop(embedder, passages)
             threads = max(1, (os.cpu_count() or 2) - 1)  # the app's own default
             chat = LlamaChatEngine(embedded.smollm2_gguf(), "cpu", display_name=embedded.SMOLLM2_NAME, threads=threads)
             params = ChatParams(temperature=0.0, top_p=0.95, top_k=40, repeat_penalty=1.1, max_tokens=args.max_tokens, seed=1)
             raw_right = app_right = same = 0
             asked = questions[: args.answers]
+            if not asked:
+                chat = None
             examples = []
-            for q in asked:
+            for q in asked if chat is not None else []:
                 prompt = grounded_prompt(last["index"], last["collection"], embedder, q["question"], chat.n_ctx, params)
                 raw_reply = "".join(d.text for d in chat.stream(prompt, params))
                 app_reply = app_answer(url, app_runs[-1]["collection"], q["question"], args.max_tokens)
@@ -269,12 +295,18 @@ def main() -> None:
         pages = raw_runs[0]["pages"]
         raw_pps = [r["pages"] / r["seconds"] for r in raw_runs]
         app_pps = [pages / a["seconds"] for a in app_runs]
+        fp32_pps = [r["pages"] / r["seconds"] for r in fp32_runs]
+        raw_cpu = statistics.median(r["pages"] / r["cpu_seconds"] for r in raw_runs)
+        fp32_cpu = statistics.median(r["pages"] / r["cpu_seconds"] for r in fp32_runs)
+        parse_cpu_per_page = parsed["cpu_seconds"] / parsed["pages"]
         result = {
             "benchmark": "docs",
             "machine": machine(),
             "corpus": {"pdfs": args.docs, "pages": pages, "passages": raw_runs[0]["passages"], "questions": len(questions),
                        "words_per_page": 300},  # fmt: skip
-            "embedder": {"model": embedder.name, "threads": embedder.threads},
+            "embedder": {"model": embedder.name, "backend": embedder.active, "identity": embedder.identity,
+                         "threads_per_call": embedder.threads, "parallel_calls": embedder.parallel,
+                         "fp32_backend": fp32.active, "fp32_threads": fp32.threads},  # fmt: skip
             "indexing": {
                 "raw_pages_per_second": {"median": statistics.median(raw_pps), "runs": raw_pps},
                 "app_pages_per_second": {"median": statistics.median(app_pps), "runs": app_pps},
@@ -282,19 +314,34 @@ def main() -> None:
                 "app_wall_seconds_including_polling": [a["wall_seconds"] for a in app_runs],
                 "raw_passages_per_second": statistics.median(r["passages"] / r["seconds"] for r in raw_runs),
                 # CPU time the raw run used: on a machine nobody else loads, one embedding thread's wall rate.
-                "raw_pages_per_cpu_second": statistics.median(r["pages"] / r["cpu_seconds"] for r in raw_runs),
+                "raw_pages_per_cpu_second": raw_cpu,
+                "fp32_raw_pages_per_second": {"median": statistics.median(fp32_pps), "runs": fp32_pps},
+                "fp32_raw_pages_per_cpu_second": fp32_cpu,
+                "raw_over_fp32_raw": statistics.median(raw_pps) / statistics.median(fp32_pps),
+                "raw_over_fp32_raw_per_cpu_second": raw_cpu / fp32_cpu,
                 "parse_only_pages_per_second": parsed["pages"] / parsed["seconds"],
                 "failed_files": raw_runs[0]["failed"],
             },
+            "work_per_page": {
+                "tokens": tokens / pages,
+                "gflop": gflop / pages,
+                # what the embedding alone reached, per CPU-second (parsing's share taken out)
+                "int8_gflop_per_cpu_second": gflop / pages / (1 / raw_cpu - parse_cpu_per_page),
+                "fp32_gflop_per_cpu_second": gflop / pages / (1 / fp32_cpu - parse_cpu_per_page),
+                "parse_cpu_seconds": parse_cpu_per_page,
+            },
+            "int8_cosine_to_fp32": {"passages": len(passages), "mean": float(cosine.mean()), "min": float(cosine.min())},
             "recall_at_5": recall,
             "recall_misses": misses,
+            "fp32_recall_at_5": fp32_recall,
+            "fp32_recall_misses": fp32_misses,
             "answer_accuracy": {
                 "model": embedded.SMOLLM2_NAME,
                 "max_tokens": args.max_tokens,
                 "questions": len(asked),
-                "raw": raw_right / len(asked),
-                "app_page_send": app_right / len(asked),
-                "same_reply_raw_and_app": same / len(asked),
+                "raw": raw_right / max(1, len(asked)),
+                "app_page_send": app_right / max(1, len(asked)),
+                "same_reply_raw_and_app": same / max(1, len(asked)),
                 "examples": examples,
             },
         }

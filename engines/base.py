@@ -579,7 +579,7 @@ class IndexProgress:
     """One collection's indexing, as the page polls it."""
 
     running: bool = False
-    stage: str = ""  # "queued", "scanning", "indexing", "" when idle
+    stage: str = ""  # "queued", "scanning", "re-embedding" (then total and done count passages), "indexing", "" when idle
     total: int = 0  # files found in the last scan
     done: int = 0  # of them, handled (indexed, unchanged, failed or skipped)
     current: str = ""  # the file being read now

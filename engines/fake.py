@@ -231,6 +231,7 @@ class FakeEmbedder:
     drive the documents UI instantly; retrieval quality is tested on the real model."""
 
     name = "fake-embedder"
+    identity = "fake-embedder (hashed bag of words)"
     dimensions = 384
     loaded = True
 

@@ -19,8 +19,18 @@ from tests import docs_fixtures as make
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    return Embedder()
+def embedder(tmp_path_factory):
+    """The app's embedder: int8 ONNX Runtime, built once into this module's own cache folder."""
+    embedder = Embedder(cache_dir=tmp_path_factory.mktemp("embedder-cache"))
+    embedder.load()
+    assert embedder.active == "onnx-int8", "onnxruntime and onnx are dependencies: the fast backend must load"
+    return embedder
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    """The PyTorch fp32 fallback, as sentence-transformers runs the model."""
+    return Embedder(backend="torch")
 
 
 @pytest.fixture
@@ -39,16 +49,131 @@ def states(index, collection) -> dict[str, tuple[str, str]]:
     return {f.name: (f.state, f.message) for f in index.files(collection.id)}
 
 
-def test_the_embedder_matches_sentence_transformers_and_ranks_paraphrases_close(embedder):
+def test_the_torch_embedder_matches_sentence_transformers_and_ranks_paraphrases_close(torch_embedder):
     from sentence_transformers import SentenceTransformer
 
     texts = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Quarterly revenue rose by eight percent."]
-    ours = embedder.embed(texts)
-    reference = SentenceTransformer(str(embedder.model_dir), device="cpu").encode(texts, normalize_embeddings=True)
+    ours = torch_embedder.embed(texts)
+    reference = SentenceTransformer(str(torch_embedder.model_dir), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == (3, 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert ours[0] @ ours[1] > 0.5 > ours[0] @ ours[2]
+    assert torch_embedder.active == "torch-fp32" and torch_embedder.parallel == 1
+
+
+def test_the_int8_embedder_stays_close_to_pytorch_on_real_passages(embedder, torch_embedder, tmp_path):
+    """Passages as the indexer cuts them (this module's corpus and the benchmark's kind of business prose):
+    the int8 vectors' cosine to PyTorch fp32's, and the same neighbours."""
+    from bench.docs import build_corpus as bench_corpus
+
+    for root in (tmp_path / "mine", tmp_path / "bench"):
+        root.mkdir()
+    build_corpus(tmp_path / "mine")
+    bench_corpus(tmp_path / "bench", docs=2, pages=6, facts=6)
+    texts = [p.text for root in (tmp_path / "mine", tmp_path / "bench") for f in sorted(root.iterdir())
+             for p in docs_parse.parse(f).passages]  # fmt: skip
+    assert len(texts) >= 40
+    ours, reference = embedder.embed(texts), torch_embedder.embed(texts)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-4)
+    cosine = (ours * reference).sum(axis=1)
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.975, (cosine.mean(), cosine.min())
+    questions = [q for q, _, _ in CORPUS_QUESTIONS]
+    same = (np.argmax(embedder.embed(questions) @ ours.T, axis=1) == np.argmax(torch_embedder.embed(questions) @ reference.T, axis=1)).mean()
+    assert same >= 0.9, "the nearest passage to each question is mostly the same one"
+    alone = np.stack([embedder.embed([t])[0] for t in texts[:8]])
+    np.testing.assert_allclose(alone, ours[:8], atol=1e-6, err_msg="a text's vector does not depend on its batch")
+    assert embedder.count_tokens(texts) == torch_embedder.count_tokens(texts)
+
+
+def test_the_int8_model_is_cached_and_rebuilt_for_another_source(embedder, tmp_path, monkeypatch):
+    from engines.docs import embedder as embedder_module, onnx_minilm
+
+    cached = list(embedder.cache_dir.glob("all-MiniLM-L6-v2-int8-*.onnx"))
+    assert len(cached) == 1 and not list(embedder.cache_dir.glob(".build-*")), "one finished file, no leftovers"
+    again = Embedder(cache_dir=embedder.cache_dir)
+    builds = []
+    real_build = onnx_minilm.build
+    monkeypatch.setattr(onnx_minilm, "build", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+    again.load()
+    assert builds == [] and again.identity == embedder.identity, "the cached file is used"
+    monkeypatch.setattr(embedder_module, "weights_digest", lambda _: "0123456789abcdef")  # other weights
+    other = Embedder(cache_dir=embedder.cache_dir)
+    other.load()
+    assert len(builds) == 1 and other.identity != embedder.identity
+    assert [p.name for p in embedder.cache_dir.glob("*.onnx")] == [onnx_minilm.cached_path(embedder.cache_dir, "0123456789abcdef").name]
+
+
+def test_without_onnx_runtime_the_embedder_falls_back_to_pytorch_and_says_so(monkeypatch, caplog, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name.startswith("onnxruntime"):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    embedder = Embedder(cache_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="melange.documents"):
+        vectors = embedder.embed(["The spare key is under the blue flowerpot."])
+    assert embedder.active == "torch-fp32" and vectors.shape == (1, 384)
+    assert "ONNX Runtime int8 unavailable" in caplog.text and "using PyTorch fp32" in caplog.text
+
+
+def test_an_index_made_by_one_backend_is_re_embedded_by_the_other(embedder, torch_embedder, tmp_path):
+    root = tmp_path / "notes"
+    index = DocsIndex(tmp_path / "documents.db")
+    collection = collection_of(index, root)
+    for i in range(3):
+        (root / f"note{i}.md").write_text(f"# Note {i}\n\nThe locker code for room {i} is {1000 + i}.\n")
+    Indexer(index, torch_embedder).run(collection.id)
+    assert index.embedder_of(collection.id) == torch_embedder.identity
+    ids, before = index.vectors([collection.id])
+    texts = dict(index.passage_texts(collection.id))
+    np.testing.assert_allclose(before, torch_embedder.embed([texts[i] for i in ids]), atol=1e-5)
+
+    assert index.stale(embedder.identity) == [collection.id]
+    progress = Indexer(index, embedder).run(collection.id)
+    assert (progress.indexed, progress.unchanged) == (0, 3), "the files were not read again: their passages were"
+    assert index.embedder_of(collection.id) == embedder.identity and index.stale(embedder.identity) == []
+    ids, after = index.vectors([collection.id])
+    np.testing.assert_allclose(after, embedder.embed([texts[i] for i in ids]), atol=1e-5)
+    assert "1002" in retrieval.search(index, embedder, [collection.id], "locker code for room 2")[0].text
+    # and back: the PyTorch fallback re-embeds what ONNX made
+    Indexer(index, torch_embedder).run(collection.id)
+    np.testing.assert_allclose(index.vectors([collection.id])[1], before, atol=1e-5)
+    index.close()
+
+
+def test_an_index_older_than_embedder_identities_is_re_embedded_at_start(embedder, tmp_path):
+    """An index written before collections recorded their embedder (no column): opened, it gains the column,
+    and the start-up check queues the collection, whose vectors are made again."""
+    import sqlite3
+
+    root = tmp_path / "old"
+    index = DocsIndex(tmp_path / "documents.db")
+    collection = collection_of(index, root)
+    (root / "a.md").write_text("# Boats\n\nThe boat house opens at nine.\n")
+    Indexer(index, embedder).run(collection.id)
+    index.close()
+    db = sqlite3.connect(tmp_path / "documents.db")
+    db.execute("ALTER TABLE collections DROP COLUMN embedder")
+    db.execute("UPDATE passages SET vector = zeroblob(384 * 4)")
+    db.commit()
+    db.close()
+
+    index = DocsIndex(tmp_path / "documents.db")
+    assert index.embedder_of(collection.id) == "" and index.stale(embedder.identity) == [collection.id]
+    indexer = Indexer(index, embedder)
+    indexer.reembed_stale().join(60)
+    assert indexer.wait(collection.id, timeout=60)
+    assert index.embedder_of(collection.id) == embedder.identity
+    assert np.abs(index.vectors([collection.id])[1]).sum() > 0, "the vectors were made again"
+    assert "nine" in retrieval.search(index, embedder, [collection.id], "When does the boat house open?")[0].text
+    indexer.close()
+    index.close()
 
 
 def test_rescans_are_incremental_changed_files_reindexed_deleted_ones_removed(index, embedder, tmp_path):

@@ -246,6 +246,9 @@ class Documents:
             if p.stage == "indexing" and p.total:
                 bar = f'<progress value="{p.done}" max="{p.total}" style="width:100%"></progress>'
                 line = f"Indexing {p.done:,} of {p.total:,} files · {html.escape(p.current)}"
+            elif p.stage == "re-embedding" and p.total:
+                bar = f'<progress value="{p.done}" max="{p.total}" style="width:100%"></progress>'
+                line = f"Updating the stored passages for the current embedding model: {p.done:,} of {p.total:,}"
             else:
                 bar = '<progress style="width:100%"></progress>'
                 line = "Waiting for another collection to finish…" if p.stage == "queued" else "Looking through the files…"

@@ -4,7 +4,8 @@ Passages are searchable two ways: FTS5 (BM25, Porter stemming) and their all-Min
 float32 blobs beside the text and searched as one numpy matrix per collection (a dot product over 50,000
 passages takes milliseconds; the matrix is rebuilt only after the collection changes). Each file row keeps
 size, mtime and SHA-256, so a rescan re-reads only what changed. The index also remembers which collections
-each conversation asks, and the sources each answer was given.
+each conversation asks, and the sources each answer was given. A collection records which embedder made its
+vectors (``Embedder.identity``; '' for an index older than that): the indexer re-embeds one made by another.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT NOT NULL,
     root TEXT NOT NULL,
     from_folder INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    embedder TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS collections_by_owner ON collections(owner, name);
 CREATE TABLE IF NOT EXISTS files (
@@ -125,6 +127,9 @@ class DocsIndex:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(collections)")}
+            if "embedder" not in columns:  # an index made before vectors recorded their embedder
+                self._db.execute("ALTER TABLE collections ADD COLUMN embedder TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -261,6 +266,50 @@ class DocsIndex:
         row = self._row(collection_id)
         with self._lock:
             self._db.executemany("DELETE FROM files WHERE collection_id = ? AND path = ?", [(row, p) for p in paths])
+            self._changed(row)
+
+    # ---------------------------------------------------------------- which embedder made the vectors
+
+    def embedder_of(self, collection_id: str) -> str:
+        return self._run("SELECT embedder FROM collections WHERE id = ?", (self._row(collection_id),)).fetchone()["embedder"]
+
+    def set_embedder(self, collection_id: str, identity: str) -> None:
+        self._run("UPDATE collections SET embedder = ? WHERE id = ?", (identity, self._row(collection_id)))
+
+    def any_passages(self) -> bool:
+        return self._run("SELECT EXISTS (SELECT 1 FROM passages) AS found").fetchone()["found"] == 1
+
+    def stale(self, identity: str) -> list[str]:
+        """Collections with passages whose vectors another embedder made."""
+        rows = self._run(
+            "SELECT c.uid FROM collections c WHERE c.embedder != ? "
+            "AND EXISTS (SELECT 1 FROM passages p WHERE p.collection_id = c.id) ORDER BY c.id",
+            (identity,),
+        ).fetchall()
+        return [r["uid"] for r in rows]
+
+    def passage_texts(self, collection_id: str) -> list[tuple[int, str]]:
+        rows = self._run("SELECT id, text FROM passages WHERE collection_id = ? ORDER BY id", (self._row(collection_id),)).fetchall()
+        return [(r["id"], r["text"]) for r in rows]
+
+    def replace_vectors(self, collection_id: str, ids: list[int], vectors: np.ndarray, identity: str) -> None:
+        """New vectors for these passages and the embedder that made them, in one transaction."""
+        if len(ids) != len(vectors):
+            raise ValueError("one vector per passage")
+        row = self._row(collection_id)
+        blobs = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "UPDATE passages SET vector = ? WHERE id = ? AND collection_id = ?",
+                    [(blobs[i].tobytes(), pid, row) for i, pid in enumerate(ids)],
+                )
+                self._db.execute("UPDATE collections SET embedder = ? WHERE id = ?", (identity, row))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._changed(row)
 
     # ---------------------------------------------------------------- search

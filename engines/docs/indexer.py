@@ -3,8 +3,12 @@
 A rescan is incremental: a file whose size and modification time are unchanged is not opened; one whose
 content hash is unchanged is only re-dated; new and changed files are parsed and embedded; files gone from
 the folder leave the index. Every file ends with a state and, when it was not indexed, a reason. Passages of
-several small files are embedded together (a forward pass per file would waste most of it on tiny batches).
-Progress is kept per collection for the page to poll; nothing here blocks the caller.
+several small files are embedded together (a forward pass per file would waste most of it on tiny batches),
+on as many threads as the embedder can run side by side (``Embedder.parallel``: 2 on 2 cores with ONNX
+Runtime) while this thread goes on reading the next files; the threads inherit this one's lowered priority,
+so chat still comes first. A collection whose vectors another embedder made (``Embedder.identity``) is
+re-embedded from its stored passages before the rescan. Progress is kept per collection for the page to poll;
+nothing here blocks the caller.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from engines.priority import lower_this_thread
 from engines.docs import parse as docs_parse
@@ -52,6 +59,10 @@ class _Run:
     collection: str
     progress: IndexProgress = field(default_factory=IndexProgress)
     pending: list[_Pending] = field(default_factory=list)
+    embedding: deque[tuple[list[_Pending], Future]] = field(default_factory=deque)  # in flight, oldest first
+    pool: ThreadPoolExecutor | None = None  # started at the first embedding, when the embedder runs in parallel
+    parallel: int = 0  # embedding calls at once; 0 until the first
+    identity_recorded: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -158,6 +169,27 @@ class Indexer:
                 self._cond.wait(left)
             return True
 
+    def reembed_stale(self) -> threading.Thread:
+        """In the background, queue a rescan of every collection whose vectors another embedder made (after an
+        upgrade, or when ONNX Runtime came or went); the model is loaded only if the index holds passages."""
+
+        def check() -> None:
+            lower_this_thread()
+            if not self.index.any_passages():
+                return
+            try:
+                stale = self.index.stale(self.embedder.identity)
+            except EngineError as e:
+                log.warning("could not check the stored vectors: %s", e)
+                return
+            for collection_id in stale:
+                log.info("collection %s was embedded by another embedder: re-embedding it", collection_id)
+                self.submit(collection_id)
+
+        thread = threading.Thread(target=check, name="melange-embedder-check", daemon=True)
+        thread.start()
+        return thread
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -210,27 +242,72 @@ class Indexer:
         if not root.is_dir():
             self._set(run, running=False, stage="", message=f"The folder {root} is not there any more.")
             return run.progress
-        found, cut = scan(root, self.max_files)
-        message = f"The folder has more than {self.max_files:,} files: the first {self.max_files:,} by name are indexed." if cut else ""
         try:
+            if not self._reembed_if_stale(run):
+                return run.progress
+            found, cut = scan(root, self.max_files)
+            message = f"The folder has more than {self.max_files:,} files: the first {self.max_files:,} by name are indexed." if cut else ""
             known = self.index.known_files(collection_id)
             gone = [path for path in known if path not in {f.path for f in found}]
             if gone:
                 self.index.remove_files(collection_id, gone)
-            self._set(run, stage="indexing", total=len(found), removed=len(gone), message=message)
+            self._set(run, stage="indexing", total=len(found), done=0, removed=len(gone), message=message)
             for item in found:
                 if self._stopped(run):
                     return run.progress
                 self._set(run, current=item.name)
                 self._one(run, item, known.get(item.path))
-            self._flush(run)
+            self._flush(run, drain=True)
         except KeyError:  # the collection was deleted under us
             return run.progress
         except EngineError as e:
             self._set(run, running=False, stage="", current="", message=str(e))
             return run.progress
+        finally:
+            if run.pool is not None:
+                run.pool.shutdown(wait=True, cancel_futures=True)
         self._set(run, running=False, stage="", current="")
         return run.progress
+
+    def _reembed_if_stale(self, run: _Run) -> bool:
+        """Vectors another embedder made (another backend, other weights, an index older than identities) are
+        made again from the stored passages, before the rescan; False when the run was stopped meanwhile."""
+        if not self.index.counts(run.collection)["passages"]:
+            return True
+        identity = self.embedder.identity  # loads the model: this collection is searched with it anyway
+        if self.index.embedder_of(run.collection) == identity:
+            return True
+        rows = self.index.passage_texts(run.collection)
+        self._set(run, stage="re-embedding", total=len(rows), done=0)
+        started = time.monotonic()
+        vectors = np.empty((len(rows), self.embedder.dimensions), dtype=np.float32)
+        futures: deque[tuple[int, Future]] = deque()
+        step = FLUSH_PASSAGES
+        for start in range(0, len(rows), step):
+            if self._stopped(run):
+                return False
+            futures.append((start, self._start_embedding(run, [text for _, text in rows[start : start + step]])))
+            while futures and (len(futures) > run.parallel or start + step >= len(rows)):
+                first, future = futures.popleft()
+                part = future.result()
+                vectors[first : first + len(part)] = part
+                self._set(run, done=first + len(part))
+        self.index.replace_vectors(run.collection, [pid for pid, _ in rows], vectors, identity)
+        log.info("re-embedded %d passages of %s for %s in %.1f s", len(rows), run.collection, identity, time.monotonic() - started)
+        self._set(run, done=0)
+        return True
+
+    def _start_embedding(self, run: _Run, texts: list[str]) -> Future:
+        """``embed(texts)`` on one of the run's embedding threads, or here and now when it runs one at a time."""
+        if not run.parallel:
+            run.parallel = max(1, int(getattr(self.embedder, "parallel", 1)))
+            if run.parallel > 1:  # threads started from this one share its priority
+                run.pool = ThreadPoolExecutor(max_workers=run.parallel, thread_name_prefix="melange-embed")
+        if run.pool is not None:
+            return run.pool.submit(self.embedder.embed, texts)
+        done: Future = Future()
+        done.set_result(self.embedder.embed(texts))
+        return done
 
     def _one(self, run: _Run, item: FoundFile, known) -> None:
         p = run.progress
@@ -277,12 +354,21 @@ class Indexer:
         if sum(len(x.document.passages) for x in run.pending) >= FLUSH_PASSAGES:
             self._flush(run)
 
-    def _flush(self, run: _Run) -> None:
-        if not run.pending:
-            return
-        pending, run.pending = run.pending, []
+    def _flush(self, run: _Run, drain: bool = False) -> None:
+        """Start embedding the waiting files' passages; record the files whose embedding is done (all of them
+        with ``drain``, otherwise as many as leave ``parallel`` calls in flight while the next files are read)."""
+        if run.pending:
+            pending, run.pending = run.pending, []
+            run.embedding.append((pending, self._start_embedding(run, [p.text for x in pending for p in x.document.passages])))
+        while run.embedding and (drain or len(run.embedding) > run.parallel or run.embedding[0][1].done()):
+            pending, future = run.embedding.popleft()
+            self._record(run, pending, future.result())
+
+    def _record(self, run: _Run, pending: list[_Pending], vectors: np.ndarray) -> None:
+        if not run.identity_recorded:
+            self.index.set_embedder(run.collection, self.embedder.identity)
+            run.identity_recorded = True
         texts = [p.text for x in pending for p in x.document.passages]
-        vectors = self.embedder.embed(texts)
         offset = 0
         for x in pending:
             n = len(x.document.passages)
