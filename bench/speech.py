@@ -3,6 +3,7 @@ running app's API, plus live-caption latency in headless Chromium with a fake mi
 labels (DER with and without the count) on 2, 3 and 4 voices and on real people. Prints JSON.
 
     .venv/bin/python bench/speech.py [--runs 3] [--threads 2] [--no-live] [--no-speakers] [--stress]
+    .venv/bin/python bench/speech.py --only speakers   # speaker labels alone: no server, no browser
 
 ``--stress`` runs ``stress-ng --cpu 2`` beside the live-caption part (a second CPU-heavy process).
 WER is after Whisper's English normalisation (tests/speech_fixtures.normalise).
@@ -127,7 +128,7 @@ def live_latency(url: str, speech: Path, threads: int, reference: str) -> dict:
     }
 
 
-SPEAKER_SETS = {  # voices the speaker threshold was not calibrated on, but for flite-slt; real people
+SPEAKER_SETS = {  # voices the speaker count was not calibrated on, but for flite-slt; then real people
     "2 voices": ["flite-rms", "flite-kal"],
     "3 voices": ["flite-rms", "flite-kal", "festival-ked"],
     "4 voices": ["flite-rms", "flite-kal", "festival-ked", "flite-slt"],
@@ -174,7 +175,17 @@ def main() -> None:
     parser.add_argument("--no-live", action="store_true")
     parser.add_argument("--no-speakers", action="store_true")
     parser.add_argument("--stress", action="store_true", help="stress-ng --cpu 2 beside the live captions")
+    parser.add_argument("--only", choices=["speakers"], help="run one section only")
     args = parser.parse_args()
+    if args.only == "speakers":
+        work = Path(tempfile.mkdtemp(prefix="melange-bench-"))
+        try:
+            speakers = speaker_figures(work, args.threads)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"model": "tiny.en int8 CPU", "threads": args.threads, "beam_size": BEAM_SIZE,
+                          "speakers": speakers, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}, indent=2))  # fmt: skip
+        return
 
     from tests.app_server import AppServer
 

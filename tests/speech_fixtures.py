@@ -20,19 +20,28 @@ import numpy as np
 
 from tests.fixtures import SAMPLE_RATE, _run
 
-# name: (program, voice). Calibration of the speaker threshold used CALIBRATION_VOICES only. The espeak-ng
-# pair is tests.fixtures' VOICE_A and VOICE_B (pitch set apart): at one pitch they embed as one person.
+# name: (program, voice[, sox effects]). Calibration of the speaker count used CALIBRATION_VOICES only. The
+# espeak-ng pair is tests.fixtures' VOICE_A and VOICE_B (pitch set apart): at one pitch they embed as one
+# person. A voice with sox's "pitch" (in cents) is the same synthesiser a few semitones higher or lower: as
+# like its source as siblings are, the hardest pairs here.
 VOICES = {
     "espeak-us": ("espeak", "en-us -p 40"),
     "espeak-gb-f": ("espeak", "en-gb+f3 -p 80"),
+    "espeak-scot-m": ("espeak", "en-gb-scotland+m3 -p 30"),
+    "espeak-029-f": ("espeak", "en-029+f4 -p 70"),
+    "espeak-nyc-m": ("espeak", "en-us-nyc+m7 -p 45"),
     "flite-awb": ("flite", "awb"),
+    "flite-awb-high": ("flite", "awb", "pitch 400"),
     "flite-rms": ("flite", "rms"),
+    "flite-rms-low": ("flite", "rms", "pitch -300"),
     "flite-slt": ("flite", "slt"),
+    "flite-slt-low": ("flite", "slt", "pitch -400"),
     "flite-kal": ("flite", "kal16"),
     "festival-ked": ("festival", "ked_diphone"),
+    "festival-ked-high": ("festival", "ked_diphone", "pitch 400"),
 }
-CALIBRATION_VOICES = ("espeak-us", "espeak-gb-f", "flite-awb", "flite-slt")
-HELD_OUT_VOICES = ("flite-rms", "flite-kal", "festival-ked")
+CALIBRATION_VOICES = ("espeak-us", "espeak-gb-f", "espeak-scot-m", "flite-awb", "flite-awb-high", "flite-slt", "flite-slt-low")
+HELD_OUT_VOICES = ("espeak-029-f", "espeak-nyc-m", "flite-rms", "flite-rms-low", "flite-kal", "festival-ked", "festival-ked-high")
 
 # Distinct sentences, none said twice in one file (a repeated sentence makes alignment ambiguous).
 SENTENCES = (
@@ -80,7 +89,7 @@ ALSA_SPEECH = ("Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear
 
 def say(text: str, voice: str, out: Path) -> Path:
     """``text`` read by one of VOICES, as 16 kHz mono 16-bit WAV."""
-    program, name = VOICES[voice]
+    program, name, *effects = VOICES[voice]
     raw = out.with_name(f"{out.stem}.raw.wav")
     if program == "espeak":
         voice, *options = name.split()
@@ -93,7 +102,7 @@ def say(text: str, voice: str, out: Path) -> Path:
         _run("text2wave", "-eval", f"(voice_{name})", "-o", str(raw), str(script))
         script.unlink()
     # -D: no dither, so the same text gives the same file every time.
-    _run("sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out))
+    _run("sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out), *" ".join(effects).split())
     raw.unlink()
     return out
 

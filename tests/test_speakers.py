@@ -68,34 +68,32 @@ def test_one_voice_is_one_speaker(engine, labeler, tmp_path):
     assert " ".join(s.text for s in labelled) == " ".join(w.text for s in labelled for w in s.words)
 
 
-@pytest.mark.parametrize("voice", ["flite-rms", "flite-kal", "festival-ked", "espeak-gb-f"])
+@pytest.mark.parametrize("voice", ["flite-rms", "flite-kal", "festival-ked", "espeak-gb-f", "flite-rms-low"])
 def test_a_monologue_is_never_split(engine, labeler, tmp_path, voice):
     path, _ = speech_fixtures.monologue_turns(tmp_path, voice, 30.0)
     assert {s.speaker for s in labeler.label(path, words_of(engine, path))} == {"Speaker 1"}
 
 
-# Voices the threshold was not calibrated on (speech_fixtures.HELD_OUT_VOICES), with one calibration voice
-# in the four-speaker case; turns 0.3 s apart.
+# Voices the speaker count was not calibrated on (speech_fixtures.HELD_OUT_VOICES), with one calibration
+# voice in the first four-speaker case; turns 0.3 s apart, so stretches of speech span changes of speaker.
 CONVERSATIONS = {
     2: ["flite-rms", "flite-kal"],
     3: ["flite-rms", "flite-kal", "festival-ked"],
     4: ["flite-rms", "flite-kal", "festival-ked", "flite-slt"],
+    "4 held out": ["espeak-029-f", "espeak-nyc-m", "flite-rms", "festival-ked"],
 }
 
 
-@pytest.mark.parametrize("count", [2, 3, 4])
-def test_speakers_are_counted_and_labelled(engine, labeler, tmp_path, count):
-    path, truth = speech_fixtures.conversation_wav(tmp_path, CONVERSATIONS[count], 3 * count, first=4 * count, gap=0.3)
+@pytest.mark.parametrize("case", list(CONVERSATIONS))
+def test_speakers_are_counted_and_labelled(engine, labeler, tmp_path, case):
+    voices = CONVERSATIONS[case]
+    count = len(voices)
+    path, truth = speech_fixtures.conversation_wav(tmp_path, voices, 3 * count, first=4 * count, gap=0.3)
     segments = words_of(engine, path)
     given = speech_fixtures.speaker_turns(labeler.label(path, segments, count))
     assert speech_fixtures.der(truth, given) <= 0.10
     estimated = speech_fixtures.speaker_turns(labeler.label(path, segments))
-    found = len({who for who, _, _ in estimated})
-    if found != count and count > 2:
-        # Known limit: flite's kal16 and festival's ked (two US men, diphone voices) are joined when turns are
-        # 0.3 s apart: stretches of speech then span a change of speaker and blur the pieces.
-        pytest.xfail(f"{found} speakers estimated of {count}")
-    assert found == count
+    assert len({who for who, _, _ in estimated}) == count
     assert speech_fixtures.der(truth, estimated) <= 0.15
 
 
