@@ -76,7 +76,10 @@ def test_no_key_or_a_wrong_key_is_a_401_and_the_key_is_not_logged(server):
 
 def test_a_guest_chats_with_their_key(alice):
     answer = alice.chat.completions.create(model="chat", messages=[{"role": "user", "content": "What is the capital of France?"}], temperature=0, max_tokens=32)
-    assert "Paris" in answer.choices[0].message.content
+    # The key works and the real model answers (what a 135M model's greedy reply says depends on the CPU's
+    # kernels: on an AVX-512 machine this one names no city, so the words themselves are not the test).
+    assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens > 0
+    assert "fake" not in answer.model, "the LAN server runs the real engines"
     assert alice.api_key not in json.dumps(answer.model_dump())
 
 
