@@ -92,9 +92,7 @@ def page_reply(outputs: list) -> str:
     chatbot = outputs[0]
     if not chatbot or chatbot[-1]["role"] != "assistant":
         return ""
-    content = chatbot[-1]["content"]
-    content = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-    return content.split("\n\n<sub>")[0]  # the stats footer is not part of the reply
+    return message_text(chatbot[-1])
 
 
 def page_inputs(max_tokens: int, seed: int) -> list:
@@ -110,32 +108,39 @@ def sse_run(url: str, found: dict, where: str, llm, max_tokens: int, seed: int) 
 
     values = [PROMPT, SYSTEM, 0.0, 0.9, 40, 1.1, max_tokens, seed]
     session = uuid.uuid4().hex
+    with httpx.Client(base_url=url, timeout=120) as http:
+        sse_call(http, found["noop"], [], session)
+        if where == "api":
+            fn_index, data = found["api"], [*values, None]  # None: a new conversation
+            return timed_reply(http, fn_index, data, session, llm, lambda outputs: outputs[0]["reply"])
+        fn_index, types = found["page"]
+        given = iter(page_inputs(max_tokens, seed))
+        data = [None if kind == "state" else next(given) for kind in types]
+        return timed_reply(http, fn_index, data, session, llm, page_reply)
+
+
+def timed_reply(http, fn_index: int, data: list, session: str, llm, reply_of) -> dict:
+    """One event read off the event stream: time to the reply's first text (``reply_of`` finds it in the
+    outputs), then tokens/s."""
     first = last = None
     text = ""
 
     def on_output(outputs):
         nonlocal first, last, text
-        content = outputs[0]["reply"] if where == "api" else page_reply(outputs)
+        content = reply_of(outputs)
         if content and content != text:
             last = time.perf_counter()
             first = first or last
             text = content
 
-    with httpx.Client(base_url=url, timeout=120) as http:
-        sse_call(http, found["noop"], [], session)
-        if where == "api":
-            fn_index, data = found["api"], [*values, None]  # None: a new conversation
-        else:
-            fn_index, types = found["page"]
-            given = iter(page_inputs(max_tokens, seed))
-            data = [None if kind == "state" else next(given) for kind in types]
-        started = time.perf_counter()
-        sse_call(http, fn_index, data, session, on_output)
+    started = time.perf_counter()
+    sse_call(http, fn_index, data, session, on_output)
     tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
     return {"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text}
 
 
 def message_text(message: dict) -> str:
+    """A chatbot message's text without its stats footer (not part of the reply)."""
     content = message["content"]
     content = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
     return content.split("\n\n<sub>")[0]
@@ -165,23 +170,9 @@ def long_conversation(url: str, llm, turns: int, runs: int, max_tokens: int) -> 
             sse_call(http, page_load, [], session)
             opened = sse_call(http, open_event, [conversation], session)
             history = [{"role": m["role"], "content": message_text(m)} for m in opened[0]]
-            first = last = None
-            text = ""
-
-            def on_output(outputs):
-                nonlocal first, last, text
-                content = page_reply(outputs)
-                if content and content != text:
-                    last = time.perf_counter()
-                    first = first or last
-                    text = content
-
             given = iter(page_inputs(max_tokens, 100 + i))
             data = [None if kind == "state" else next(given) for kind in types]
-            started = time.perf_counter()
-            sse_call(http, page_send, data, session, on_output)
-            tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
-            page.append({"ttft": first - started, "tokens": tokens, "tok_s": decode_rate(tokens, first, last), "text": text})
+            page.append(timed_reply(http, page_send, data, session, llm, page_reply))
             raw.append(raw_run(llm, max_tokens, 100 + i, history))
     raw_tps, page_tps = summary([r["tok_s"] for r in raw]), summary([p["tok_s"] for p in page])
     return {

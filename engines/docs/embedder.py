@@ -114,13 +114,13 @@ class Embedder:
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            weights = weights_digest(self.model_dir)  # once: both backends name their vectors by it
         except (OSError, ValueError) as e:
             raise EngineError(f"Could not load the embedding model from {self.model_dir}: {e}") from e
         if self.backend == "onnx" or (self.backend == "auto" and self.device == "cpu"):
             try:
                 from engines.docs import onnx_minilm
 
-                weights = weights_digest(self.model_dir)
                 self._model = onnx_minilm.load_or_build(self.model_dir, self.cache_dir, self._tokenizer, self.threads, weights)
                 self.active, self._identity = "onnx-int8", f"all-MiniLM-L6-v2 onnx-int8 {onnx_minilm.version()} {weights}"
                 return
@@ -128,16 +128,16 @@ class Embedder:
                 if self.backend == "onnx":
                     raise EngineError(f"Could not run the embedding model with ONNX Runtime: {e}") from e
                 log.warning("embeddings: ONNX Runtime int8 unavailable (%s: %s); using PyTorch fp32", type(e).__name__, e)
-        self._load_torch()
+        self._load_torch(weights)
 
-    def _load_torch(self) -> None:
+    def _load_torch(self, weights: str) -> None:
         from transformers import AutoModel
 
         try:
             self._model = AutoModel.from_pretrained(self.model_dir, local_files_only=True).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise EngineError(f"Could not load the embedding model from {self.model_dir}: {e}") from e
-        self.active, self._identity = "torch-fp32", f"all-MiniLM-L6-v2 torch-fp32 {weights_digest(self.model_dir)}"
+        self.active, self._identity = "torch-fp32", f"all-MiniLM-L6-v2 torch-fp32 {weights}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One unit-length float32 row per text (so a dot product is the cosine similarity)."""
