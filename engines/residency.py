@@ -261,6 +261,7 @@ class ResidencyManager:
         resident.engine.unload()
         with self._lock:
             resident.loaded = False
+        trim_heap(force=True)
 
     def release(self, engine: Engine) -> None:
         self._unload(self._resident(engine))
@@ -310,8 +311,9 @@ TRIM_EVERY_SECONDS = 10.0
 _trim = {"at": 0.0, "lock": threading.Lock(), "libc": None}
 
 
-def trim_heap() -> bool:
-    """Hand the memory a finished job freed back to the system, at most every ``TRIM_EVERY_SECONDS``.
+def trim_heap(force: bool = False) -> bool:
+    """Hand the memory a finished job freed back to the system, at most every ``TRIM_EVERY_SECONDS`` unless
+    ``force`` (after a model unloads: its hundreds of megabytes should be free for other programs at once).
 
     glibc keeps freed blocks in its per-thread arenas, and jobs run on threads of their own
     (engines.priority), so without this the process's resident size only grows: that size is what the memory
@@ -323,7 +325,7 @@ def trim_heap() -> bool:
         return False
     with _trim["lock"]:
         now = time.monotonic()
-        if now - _trim["at"] < TRIM_EVERY_SECONDS:
+        if not force and now - _trim["at"] < TRIM_EVERY_SECONDS:
             return False
         _trim["at"] = now
         if _trim["libc"] is None:

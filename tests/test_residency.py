@@ -11,7 +11,7 @@ import pytest
 
 from engines.base import ChatMessage, ChatParams, EngineError, ImageParams, TranscribeOptions
 from engines.fake import FakeChatEngine, FakeImageEngine, FakeSpeechEngine
-from engines.residency import ResidencyManager, parse_size, process_rss
+from engines.residency import ResidencyManager, parse_size, process_rss, trim_heap
 
 GB = 10**9
 
@@ -150,19 +150,30 @@ def test_parse_size_refuses_nonsense(text):
         parse_size(text)
 
 
+def resident_now() -> int:
+    """The process's resident size once what is free has gone back to the system.
+
+    Without the trim, glibc keeps freed blocks in per-thread arenas and the size jumps by an arena's worth
+    (~20 MiB) whenever a thread starts allocating in a new one, leak or not: the reading would say more about
+    the allocator's history (and the tests that ran before in this process) than about the engine."""
+    gc.collect()
+    trim_heap(force=True)
+    return process_rss()
+
+
 def rss_after_cycles(engine, cycles: int, use) -> list[int]:
     readings = []
     for _ in range(cycles):
         engine.load()
         use(engine)
         engine.unload()
-        gc.collect()
-        readings.append(process_rss())
+        readings.append(resident_now())
     return readings
 
 
 def assert_flat(readings: list[int], bound: int) -> None:
-    # Allocators keep some memory after the first loads; from the fifth cycle on it must stay flat.
+    # Caches fill during the first loads; from the fifth cycle on it must stay flat (a model kept alive by a
+    # stray reference would add its whole size, tens of MiB, every cycle).
     growth = max(readings[4:]) - readings[4]
     assert growth < bound, f"RSS grew {growth / 2**20:.0f} MiB over {len(readings) - 4} load/unload cycles"
 
