@@ -13,7 +13,7 @@ import pytest
 from engines import embedded
 from engines.base import TranscribeOptions
 from engines.fake import FakeSpeechEngine
-from engines.priority import BACKGROUND_NICE, in_background, run_on_fresh_thread, thread_nice
+from engines.priority import BACKGROUND_NICE, JobThreads, in_background, run_on_fresh_thread, thread_nice
 from engines.residency import ResidencyManager
 from ui.transcribe import FileOptions, TranscribePanel
 
@@ -54,6 +54,58 @@ def test_closing_a_job_stops_it_at_its_next_item_and_waits_until_it_let_go():
     items.close()  # Stop, or the client went away
     assert released.is_set(), "the engine is free when close returns"
     assert len(produced) <= made + 1 < 1000, "the job stopped at its next item"
+
+
+@linux_only
+def test_jobs_reuse_an_idle_lowered_thread_and_never_wait_for_a_busy_one():
+    threads = JobThreads()
+    done = [threading.Event() for _ in range(3)]
+    seen: list[tuple[int, int]] = []
+
+    def job(i: int, hold: threading.Event | None = None):
+        def run() -> None:
+            seen.append((threading.get_native_id(), thread_nice()))
+            if hold is not None:
+                hold.wait()
+            done[i].set()
+
+        return run
+
+    threads.submit(job(0), "first")
+    assert done[0].wait(10)
+    # The first thread goes back to the idle list just after its job: wait for that, not for a clock.
+    while not threads._idle:
+        time.sleep(0.001)
+    threads.submit(job(1), "second")
+    assert done[1].wait(10)
+    assert seen[0] == seen[1] == (seen[0][0], BACKGROUND_NICE), "the idle thread ran the next job, lowered"
+    assert threads.started == 1
+
+    hold = threading.Event()
+    while not threads._idle:
+        time.sleep(0.001)
+    threads.submit(job(2, hold), "held")  # takes the idle thread and keeps it
+    finished = threading.Event()
+    threads.submit(finished.set, "beside it")
+    assert finished.wait(10), "a job never waits behind a busy thread"
+    assert threads.started == 2
+    hold.set()
+    assert done[2].wait(10)
+
+
+def test_an_idle_job_thread_ends_and_a_later_job_gets_a_new_one():
+    threads = JobThreads(idle_seconds=0.05)
+    first = threading.Event()
+    threads.submit(first.set, "first")
+    assert first.wait(10)
+    while not threads._idle:  # back on the idle list after its job…
+        time.sleep(0.001)
+    while threads._idle:  # …and off it as it ends
+        time.sleep(0.01)
+    later = threading.Event()
+    threads.submit(later.set, "later")
+    assert later.wait(10)
+    assert threads.started == 2
 
 
 def test_a_jobs_error_is_raised_in_the_callers_thread():
