@@ -17,6 +17,7 @@ import gradio as gr
 from fastapi import FastAPI, Request
 
 import ui.chat
+import ui.common
 import ui.documents
 import ui.image
 import ui.share
@@ -257,6 +258,7 @@ def build_app(
             ui.documents.build(documents, blocks, documents_tab)
         if sharing is not None:
             ui.share.tabs(blocks, sharing)
+    ui.common.name_input_errors(blocks)
     for fn in blocks.fns.values():
         if fn.api_name not in API_ENDPOINTS:
             fn.api_visibility = "private"

@@ -149,6 +149,9 @@ HIRES_UPSCALERS = ("Latent", "Lanczos")  # latents resized before the second pas
 PIXEL_UPSCALER = "Lanczos"  # the upscaler that needs no model; super-resolution models are named by their file
 CONTROL_PREPROCESSORS = ("none", "canny")  # none: the control image is used as given (a depth map, a pose…)
 MAX_SOURCE_SIDE = 4096  # a start image "only the masked area" keeps at its own size, or an outpainted canvas
+# An input image (start, mask, control) is refused past this before it is decoded: a 300 KB PNG can claim 100
+# megapixels (300 MB as RGB). 50 covers an 8K frame and a 45-megapixel camera.
+MAX_INPUT_PIXELS = 50_000_000
 MAX_UPSCALED_SIDE = 8192  # an upscaled image: no diffusion at that size, only resampling or a tiled SR pass
 IMAGE_INPUTS = ("init_image", "mask_image", "control_image")  # the recipe's fields that name an input image
 

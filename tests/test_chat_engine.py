@@ -144,8 +144,11 @@ def test_fit_context_keeps_system_and_last_message_and_starts_on_a_user_turn():
     assert sum(words(m.content) + 8 for m in kept) <= 100
     everything, none = fit_context(msgs, budget=10_000, count=words)
     assert everything == msgs and none == 0
-    with pytest.raises(InputError):
-        fit_context(msgs, budget=20, count=words)
+    with pytest.raises(InputError, match="Your message is about 13 tokens"):
+        fit_context(msgs, budget=30, count=words)
+    with pytest.raises(InputError, match="The system prompt is about 18 tokens") as refused:
+        fit_context(msgs, budget=12, count=words)
+    assert "-" not in str(refused.value), "no negative room is named"
 
 
 def test_switching_models_loads_the_new_one_and_refuses_non_gguf(tmp_path):

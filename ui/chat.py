@@ -20,7 +20,7 @@ from engines.base import ChatEngine, ChatMessage, ChatParams, ChatStats, EngineE
 from engines.priority import in_background
 from server.principal import HOST, Principal
 from ui.access import Access, principal_of, require_host
-from ui.common import ensure_loaded, model_line, user_errors
+from ui.common import ensure_loaded, model_line, number, user_errors, whole
 from ui.documents import Documents, sources_html
 from ui.presets import ChatPreset, PresetError, save_preset
 
@@ -37,8 +37,11 @@ HTML_IMAGE = re.compile(r"<\s*img\b[^>]*>", re.IGNORECASE)
 
 
 def clean_message(text: str | None) -> str:
+    if text is not None and not isinstance(text, str):
+        raise gr.Error("The message must be text.", title="Check your input")
     message = CONTROL_CHARS.sub("", text or "").strip()
-    if not message:
+    # Only invisible characters (zero-width spaces, a byte-order mark, direction marks) is nothing to send either.
+    if not any(c.isprintable() and not c.isspace() for c in message):
         raise gr.Error("The message is empty: type something to send.", title="Check your input")
     if len(message) > MAX_MESSAGE_CHARS:
         raise gr.Error(
@@ -93,15 +96,18 @@ class Sampling:
     preset: str | None = None  # the preset the controls started from, kept with the conversation
 
     def params(self) -> ChatParams:
-        if self.seed is None or float(self.seed) != int(self.seed):
-            raise gr.Error("The seed must be a whole number (-1 for a random one).", title="Check your input")
+        if len(self.system_prompt or "") > MAX_MESSAGE_CHARS:
+            raise gr.Error(
+                f"The system prompt is {len(self.system_prompt):,} characters; the limit is {MAX_MESSAGE_CHARS:,}.",
+                title="Check your input",
+            )
         params = ChatParams(
-            temperature=float(self.temperature),
-            top_p=float(self.top_p),
-            top_k=int(self.top_k),
-            repeat_penalty=float(self.repeat_penalty),
-            max_tokens=int(self.max_tokens),
-            seed=int(self.seed),
+            temperature=number(self.temperature, "Temperature"),
+            top_p=number(self.top_p, "Top-p"),
+            top_k=whole(self.top_k, "Top-k"),
+            repeat_penalty=number(self.repeat_penalty, "Repeat penalty"),
+            max_tokens=whole(self.max_tokens, "Max new tokens"),
+            seed=whole(self.seed, "The seed", " (-1 for a random one)"),
         )
         with user_errors():
             params.check()

@@ -40,13 +40,14 @@ from engines.base import (
     seeds_for,
 )
 from engines.image.gallery import Gallery
+from engines.image.inpaint import check_pixels
 from engines.image.recipe import params_from_recipe, read_recipe
 from engines.priority import start_background
 from server.principal import HOST, Principal
 from server.queue_status import withdraw
 from ui import image_downloads
 from ui.access import NOT_ALLOWED, Access, principal_of
-from ui.common import model_line, progress_callback, user_errors
+from ui.common import model_line, number, progress_callback, user_errors, whole
 from ui.presets import ImagePreset, Profile
 
 DEMO_NOTICE = (
@@ -100,18 +101,6 @@ class Request:
     batch_size: int
 
 
-def whole(value, name: str, hint: str = "") -> int:
-    if value is None or value == "" or float(value) != int(float(value)):
-        raise gr.Error(f"{name} must be a whole number{hint}, got {value!r}.", title="Check your input")
-    return int(float(value))
-
-
-def number(value, name: str) -> float:
-    if value is None or value == "":
-        raise gr.Error(f"{name} must be a number.", title="Check your input")
-    return float(value)
-
-
 def checked_upload(path: str | None, what: str) -> str | None:
     """Every file path that arrives from the page or the API goes through here before anything reads it: such
     a path is not trusted. It must be an image PIL can open; anything else is refused with a clear message."""
@@ -123,9 +112,12 @@ def checked_upload(path: str | None, what: str) -> str | None:
 
     try:
         with Image.open(path) as im:
+            size = im.size
             im.verify()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         raise gr.Error(f"The {what} ({Path(path).name}) is not an image that can be read (PNG, JPEG, WebP…).", title="Check your input") from None
+    with user_errors():
+        check_pixels(size, f"The {what} ({Path(path).name})")
     return path
 
 
@@ -231,8 +223,6 @@ def read_controls(
     upscaler: str = PIXEL_UPSCALER,
 ) -> Request:  # fmt: skip
     """The controls' values as a checked request; anything wrong is a gr.Error naming the control."""
-    if guidance is None:
-        raise gr.Error("Guidance (CFG) must be a number.", title="Check your input")
     init_image = checked_upload(init_image, "start image")
     mask_image, editor_start = read_mask(mask)
     init_image = init_image or editor_start
@@ -246,14 +236,14 @@ def read_controls(
         width=whole(width, "Width"),
         height=whole(height, "Height"),
         steps=whole(steps, "Steps"),
-        guidance=float(guidance),
+        guidance=number(guidance, "Guidance (CFG)"),
         seed=whole(seed, "The seed", " (-1 for a random one)"),
         sampler=sampler,
         model=(model or "").strip(),
         refiner="" if refiner in (None, "", NO_REFINER) else refiner.strip(),
-        refiner_start=float(refiner_start if refiner_start is not None else 0.8),
+        refiner_start=number(refiner_start if refiner_start is not None else 0.8, "Refiner start"),
         init_image=init_image or None,
-        strength=float(strength if strength is not None else 0.75),
+        strength=number(strength if strength is not None else 0.75, "Strength"),
         loras=loras,
         mask_image=mask_image,
         mask_blur=whole(mask_blur, "Mask blur"),

@@ -46,6 +46,11 @@ def fit_context(
     turns = messages[len(system) :]
     sizes = [count(m.content) + PER_MESSAGE_OVERHEAD for m in turns]
     fixed = sum(count(m.content) + PER_MESSAGE_OVERHEAD for m in system)
+    if fixed + PER_MESSAGE_OVERHEAD >= budget:  # the system prompt alone fills the context: it is what to shorten
+        raise InputError(
+            f"The system prompt is about {fixed:,} tokens, more than this model's context leaves room for "
+            f"({budget:,} tokens). Shorten it, or raise the context length in the settings."
+        )
     if fixed + sizes[-1] > budget:
         raise InputError(
             f"Your message is about {sizes[-1]:,} tokens, more than this model's context leaves room for "

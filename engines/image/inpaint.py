@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.base import MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, ImageParams, InputError
+from engines.base import MAX_INPUT_PIXELS, MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, ImageParams, InputError
+
+
+def check_pixels(size: tuple[int, int], named: str) -> None:
+    """Refuse an image claiming more than MAX_INPUT_PIXELS, from its header, before it is decoded."""
+    width, height = size
+    if width * height > MAX_INPUT_PIXELS:
+        raise InputError(
+            f"{named} is {width:,}×{height:,} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"images up to {MAX_INPUT_PIXELS // 1_000_000} megapixels are read."
+        )
 
 
 def read_image(path: str, what: str):
@@ -19,6 +29,7 @@ def read_image(path: str, what: str):
     name = Path(path).name
     try:
         with Image.open(path) as im:
+            check_pixels(im.size, f"The {what} {name}")
             im.load()
             return im.copy()
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:

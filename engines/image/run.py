@@ -7,10 +7,9 @@ asks for, pass after pass, and counts the steps of them all for one progress bar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from engines.image import inpaint as image_inpaint, upscale as image_upscale
-from engines.base import ImageParams, InputError, hires_size
+from engines.base import ImageParams, hires_size
 from engines.image.control import control_image
 from engines.image.inpaint import InpaintJob
 from engines.image.lora import ResolvedLora
@@ -54,17 +53,9 @@ def read_inputs(p: ImageParams) -> Inputs:
 
 def open_image(path: str, width: int, height: int):
     """The img2img starting image as RGB at the requested size; anything PIL cannot read is an InputError."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    name = Path(path).name
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise InputError(f"{name} is not an image that can be read (PNG, JPEG, WebP…).") from e
-    except OSError as e:
-        raise InputError(f"{name} could not be read as an image: {e}") from e
+    image = image_inpaint.read_image(path, "start image").convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     return image

@@ -66,19 +66,35 @@ def not_found_model(model: str, available: list[str]) -> OpenAIError:
     return OpenAIError(404, f"The model {model[:200]!r} does not exist here. Available: {listed} (see /v1/models).", code="model_not_found", param="model")
 
 
+def field_path(loc) -> str | None:
+    """A pydantic error location as the caller named the field: ``messages.0.content``, without the body and form
+    markers, nor the tags pydantic gives a union's alternatives (``str``, ``constrained-str``, ``list[str]``)."""
+    parts = [str(part) for part in loc if part not in ("body", "form") and not is_union_tag(part)]
+    return ".".join(parts) or None
+
+
+def is_union_tag(part) -> bool:
+    return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "list", "dict"))
+
+
 def from_validation(error: RequestValidationError) -> OpenAIError:
-    """Pydantic's first complaint, named by its field, without echoing the value sent."""
+    """Pydantic's first complaint, named by its field, without echoing the value sent. A field that takes one of
+    several forms (a text or a list of texts) names what each form wanted."""
     problems = error.errors()
     first = problems[0] if problems else {"msg": "Invalid request.", "loc": ()}
     if first.get("type") == "json_invalid":
         return OpenAIError(400, "The body is not valid JSON: send a JSON object with Content-Type: application/json.", code="invalid_json")
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "form")]
-    param = ".".join(loc) or None
+    if first.get("type") == "model_attributes_type" and not field_path(first.get("loc", ())):
+        return OpenAIError(400, "The body must be a JSON object of named fields, not a list or a single value.", code="invalid_body")
+    param = field_path(first.get("loc", ()))
     if first.get("type") == "missing":
         message = f"Missing required parameter: {param!r}." if param else "The request body is missing."
         return OpenAIError(400, message, code="missing_required_parameter", param=param)
-    message = str(first.get("msg", "Invalid value."))
-    more = f" ({len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+    same_field = [p for p in problems if field_path(p.get("loc", ())) == param]
+    wanted = list(dict.fromkeys(str(p.get("msg", "Invalid value.")) for p in same_field))
+    message = " — or: ".join(wanted)
+    others = len(problems) - len(same_field)
+    more = f" ({others} more problem{'s' if others > 1 else ''})" if others else ""
     return OpenAIError(400, f"Invalid value for {param!r}: {message}{more}" if param else message + more, code="invalid_value", param=param)
 
 
