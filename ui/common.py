@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import gradio as gr
 
@@ -88,10 +88,14 @@ def name_input_errors(blocks: gr.Blocks) -> None:
             block.preprocess = _named_preprocess(block.preprocess, str(label), isinstance(block, (gr.Image, gr.ImageEditor)))
 
 
+def field(payload, key: str):
+    """A field of what Gradio hands a component: a dict, or one of its FileData, ImageData or EditorData models."""
+    return payload.get(key) if isinstance(payload, dict) else getattr(payload, key, None)
+
+
 def file_name(payload) -> str | None:
-    """The name of a file as Gradio hands it to a component (a dict, or FileData and ImageData), else None."""
-    get = payload.get if isinstance(payload, dict) else lambda key: getattr(payload, key, None)
-    name, path = get("orig_name"), get("path")
+    """The name of a file as Gradio hands it to a component, else None."""
+    name, path = field(payload, "orig_name"), field(payload, "path")
     return name or (Path(str(path)).name if path else None)
 
 
@@ -99,10 +103,10 @@ def image_files(payload) -> list:
     """The files an image input carries: one for gr.Image, the background, layers and composite for gr.ImageEditor."""
     if payload is None:
         return []
-    get = payload.get if isinstance(payload, dict) else lambda key: getattr(payload, key, None)
-    if get("path"):
+    if field(payload, "path"):
         return [payload]
-    return [f for f in (get("background"), *(get("layers") or []), get("composite")) if f is not None and (file_name(f) is not None)]
+    parts = (field(payload, "background"), *(field(payload, "layers") or []), field(payload, "composite"))
+    return [f for f in parts if f is not None and file_name(f) is not None]
 
 
 def check_image_size(payload) -> None:
@@ -110,21 +114,21 @@ def check_image_size(payload) -> None:
     convert it: a 300 KB PNG can claim 100 megapixels."""
     from PIL import Image
 
-    limit = f"images up to {MAX_INPUT_PIXELS // 1_000_000} megapixels are read"
+    from engines.image.inpaint import check_pixels
+
     for item in image_files(payload):
-        get = item.get if isinstance(item, dict) else lambda key: getattr(item, key, None)
         try:
-            with Image.open(get("path")) as im:
-                width, height = im.size
+            with Image.open(field(item, "path")) as im:
+                size = im.size
         except Image.DecompressionBombError:  # PIL's own limit, twice its warning: far past ours
-            raise gr.Error(f"{file_name(item)} claims more pixels than PIL will decode; {limit}.", title="Check your input") from None
+            raise gr.Error(
+                f"{file_name(item)} claims more pixels than any image that is read "
+                f"(up to {MAX_INPUT_PIXELS // 1_000_000} megapixels).", title="Check your input",
+            ) from None
         except Exception:  # noqa: BLE001 -- not an image at all: the component's own reading says so
             continue
-        if width * height > MAX_INPUT_PIXELS:
-            raise gr.Error(
-                f"{file_name(item)} is {width:,}×{height:,} pixels ({width * height / 1e6:.0f} megapixels); {limit}.",
-                title="Check your input",
-            )
+        with user_errors():
+            check_pixels(size, file_name(item))
 
 
 def _named_preprocess(preprocess, label: str, is_image: bool):

@@ -40,7 +40,6 @@ from engines.base import (
     seeds_for,
 )
 from engines.image.gallery import Gallery
-from engines.image.inpaint import check_pixels
 from engines.image.recipe import params_from_recipe, read_recipe
 from engines.priority import start_background
 from server.principal import HOST, Principal
@@ -112,12 +111,9 @@ def checked_upload(path: str | None, what: str) -> str | None:
 
     try:
         with Image.open(path) as im:
-            size = im.size
             im.verify()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         raise gr.Error(f"The {what} ({Path(path).name}) is not an image that can be read (PNG, JPEG, WebP…).", title="Check your input") from None
-    with user_errors():
-        check_pixels(size, f"The {what} ({Path(path).name})")
     return path
 
 
