@@ -167,6 +167,33 @@ def test_switching_models_loads_the_new_one_and_refuses_non_gguf(tmp_path):
     engine.unload()
 
 
+def test_a_context_whose_cache_cannot_fit_in_free_memory_is_refused_and_the_old_one_keeps_serving(monkeypatch):
+    import psutil
+
+    from engines.chat.llama import cache_bytes, gguf_metadata
+
+    path = embedded.smollm2_gguf()
+    metadata = gguf_metadata(str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    # SmolLM2-135M: 30 layers, 576 wide, 3 of 9 heads kept for keys and values: 2 x 30 x 192 x 2 bytes a token.
+    assert cache_bytes(metadata, 4096) == 2 * 30 * 4096 * 192 * 2
+    assert cache_bytes({"general.architecture": "llama"}, 4096) is None, "a file that does not say is not refused"
+
+    engine = LlamaChatEngine(path, "cpu", threads=2, n_ctx=2048)
+    engine.load()
+    before = engine.status().model
+    real = psutil.virtual_memory()
+    free = path.stat().st_size + cache_bytes(metadata, 8192)  # room for 8,192 tokens, not for 32,768
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=free))
+    with pytest.raises(InputError, match=r"A context of 32,768 tokens needs about 0\.\d GB .* 0\.\d GB free\. Choose a shorter"):
+        engine.switch(path, "SmolLM2", n_ctx=32768)
+    assert engine.n_ctx == 2048 and engine.status().model == before, "the previous model and context stay"
+    engine.switch(path, "SmolLM2", n_ctx=8192)
+    assert engine._llm.n_ctx() == 8192
+    reply, _ = ask(engine, "What is the capital of France? Answer in one sentence.")
+    assert reply.strip()
+    engine.unload()
+
+
 def corrupt_ggufs(folder) -> list:
     """GGUF files that pass the magic-number check but cannot load: cut in half, and a header then noise."""
     import os

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -24,6 +25,7 @@ from engines.base import (
 GGUF_MAGIC = b"GGUF"
 FALLBACK_CHAT_FORMAT = "chatml"  # the most common format among small instruct models
 PER_MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds around each message
+CACHE_BYTES_PER_VALUE = 2  # llama.cpp keeps its key and value caches in f16 unless told otherwise
 
 
 def check_gguf(path: Path) -> None:
@@ -32,6 +34,33 @@ def check_gguf(path: Path) -> None:
     with path.open("rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise EngineError(f"{path.name} is not a GGUF model file.")
+
+
+def cache_bytes(metadata: dict, n_ctx: int) -> int | None:
+    """What llama.cpp's K and V caches take for ``n_ctx`` tokens (f16, its default), from the GGUF's own metadata
+    (layers, width, and the key/value heads grouped-query attention keeps); None when the file does not say."""
+    arch = metadata.get("general.architecture")
+    try:
+        layers = int(metadata[f"{arch}.block_count"])
+        width = int(metadata[f"{arch}.embedding_length"])
+        heads = int(metadata[f"{arch}.attention.head_count"])
+        kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv", heads))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return 2 * layers * n_ctx * (width * kv_heads // max(heads, 1)) * CACHE_BYTES_PER_VALUE
+
+
+@functools.lru_cache(maxsize=16)
+def gguf_metadata(path: str, size: int, mtime_ns: int) -> dict:
+    """A GGUF file's metadata, read with its vocabulary but none of its weights (a few hundred ms for a 49k-token
+    vocabulary, so it is kept per file version: a reload after an idle unload does not pay it again)."""
+    from llama_cpp import Llama
+
+    return dict(Llama(model_path=path, vocab_only=True, verbose=False).metadata)
+
+
+def gigabytes(size: int) -> str:
+    return f"{size / 2**30:.1f} GB"
 
 
 def fit_context(
@@ -109,6 +138,8 @@ class LlamaChatEngine:
         check_gguf(self.model_path)
         from llama_cpp import Llama  # imported here so the fake engines run without the native library
 
+        if self.device != "cuda":  # on a GPU the cache lives in its memory, which the memory manager books
+            self._check_memory()
         self.loads += 1
         try:
             llm = Llama(
@@ -137,6 +168,28 @@ class LlamaChatEngine:
             self._llm.close()
             self._llm = None
             gc.collect()
+
+    def _check_memory(self) -> None:
+        """Refuse a context whose cache cannot fit in the memory this machine has free, before loading: past it
+        the system swaps or the kernel kills the app."""
+        import psutil
+
+        stat = self.model_path.stat()
+        try:
+            metadata = gguf_metadata(str(self.model_path), stat.st_size, stat.st_mtime_ns)
+        except (ValueError, RuntimeError) as e:
+            raise EngineError(f"Could not load {self.model_path.name}: {e}") from e
+        cache = cache_bytes(metadata, self.n_ctx)
+        if cache is None:
+            return
+        weights = stat.st_size
+        free = psutil.virtual_memory().available
+        if weights + cache > free:
+            raise InputError(
+                f"A context of {self.n_ctx:,} tokens needs about {gigabytes(weights + cache)} for {self.display_name} "
+                f"({gigabytes(weights)} of weights, {gigabytes(cache)} of cache), and this machine has {gigabytes(free)} "
+                "free. Choose a shorter context length, or unload other models first."
+            )
 
     def switch(
         self,
