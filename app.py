@@ -24,6 +24,7 @@ import ui.share
 import ui.status
 import ui.transcribe
 from conversations import ConversationStore
+from engines import priority
 from engines.base import ChatEngine, Engine, EngineError, ImageEngine, SpeechEngine
 from engines.speech.recordings import repair_recordings
 from engines.remote_http import REMOTE_DEVICE
@@ -348,6 +349,8 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.engines == "real":
+        priority.load_torch_with_sleeping_waits()
     app = create_app(settings)
     sharing: lan.Sharing = app.state.sharing
     import uvicorn

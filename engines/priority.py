@@ -47,6 +47,28 @@ def lower_this_thread(nice: int = BACKGROUND_NICE) -> bool:
         return False
 
 
+def load_torch_with_sleeping_waits() -> None:
+    """Import torch with its OpenMP threads sleeping, not spinning, while they wait for each other.
+
+    libgomp's default is to spin at every barrier; when the machine is busy, a spinning thread holds the core its
+    partner needs to reach the barrier. The tiny demo pipeline (256², 12 steps, torch's two threads) took 15-86 s
+    an image that way beside other work (load average 5-7 on the 2-core VM, 2026-12-06) and 0.6-1.4 s with
+    ``OMP_WAIT_POLICY=PASSIVE``, in the same minutes. Each library bundles its own libgomp, which reads the policy
+    once, when it loads: so the policy is set for torch's alone. CTranslate2's Whisper measured no better with it
+    (its workers are few and long-lived), and llama.cpp runs one thread on two cores. A policy already set in the
+    environment is kept."""
+    if "torch" in sys.modules:
+        log.info("torch was loaded before its OpenMP wait policy could be set")
+        return
+    given = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = given or "PASSIVE"
+    try:
+        import torch  # noqa: F401 -- loads torch's libgomp, which reads the policy now
+    finally:
+        if given is None:
+            del os.environ["OMP_WAIT_POLICY"]
+
+
 def thread_nice(native_id: int | None = None) -> int:
     """A thread's nice value (the calling thread's by default); 0 where threads have none of their own."""
     if not sys.platform.startswith("linux"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import os
+import re
 import sys
 import threading
 import time
@@ -199,3 +201,25 @@ def test_a_model_switch_replaces_the_live_copy_and_its_booking(tmp_path):
     assert len(engine.copies) == 3, "a new copy for each model"
     booked = [r.engine for r in manager._residents.values()]
     assert booked == [engine, engine.copies[-1]], "the panel's engine and the current copy only, not one per switch"
+
+
+def test_torch_threads_sleep_while_they_wait_and_the_other_engines_keep_their_policy():
+    """torch's libgomp is loaded with OMP_WAIT_POLICY=PASSIVE (no spinning: a spinning thread holds the core its
+    partner needs on a busy machine), CTranslate2's own libgomp keeps the default, and the environment is left as
+    it was. libgomp prints what it read when OMP_DISPLAY_ENV is set: PASSIVE shows as a spin count of 0."""
+    import subprocess
+
+    from tests.app_server import ROOT
+
+    code = (
+        "import os\n"
+        "from engines.priority import load_torch_with_sleeping_waits\n"
+        "load_torch_with_sleeping_waits()\n"
+        "assert 'OMP_WAIT_POLICY' not in os.environ\n"
+        "import ctranslate2\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
+    assert spins == ["0", "300000"], f"torch's team sleeps, CTranslate2's spins a while first: {spins}"
