@@ -86,6 +86,38 @@ def preview_html(image) -> str:
     )
 
 
+def remember_file_hashes() -> None:
+    """Gradio names its copy of every file it sends by the hash of the file's whole content, read again at
+    each send, on its event loop: the page's gallery sends its GALLERY_SIZE newest PNGs after every image,
+    ~10 MB hashed again per Generate for one new file. The hash is kept per file instead, keyed by what any
+    rewrite changes (path, inode, size, modification time in ns); gallery PNGs are never rewritten anyway."""
+    import os
+    from collections import OrderedDict
+
+    from gradio import processing_utils
+
+    if getattr(processing_utils.hash_file, "melange_kept", False):
+        return
+    original = processing_utils.hash_file
+    kept: OrderedDict = OrderedDict()
+
+    def hash_file(file_path, chunk_num_blocks: int = 128) -> str:
+        try:
+            st = os.stat(file_path)
+        except OSError:
+            return original(file_path, chunk_num_blocks)
+        key = (str(file_path), st.st_ino, st.st_size, st.st_mtime_ns, chunk_num_blocks)
+        digest = kept.get(key)
+        if digest is None:
+            digest = kept[key] = original(file_path, chunk_num_blocks)
+            while len(kept) > 4 * GALLERY_SIZE + 64:  # a few galleries' worth
+                kept.popitem(last=False)
+        return digest
+
+    hash_file.melange_kept = True
+    processing_utils.hash_file = hash_file
+
+
 def size_name(width: int, height: int) -> str:
     return next((name for name, size in SIZES.items() if size == (width, height)), CUSTOM)
 
@@ -592,6 +624,7 @@ def build(
     preset = presets[0]
     access = access or Access(images_dir.parent)
     galleries: dict[Principal, Gallery] = {}
+    remember_file_hashes()
 
     def gallery_of(principal: Principal) -> Gallery:
         if principal not in galleries:
