@@ -315,7 +315,7 @@ def addon_controls(config: dict, seed: int, uploaded: dict) -> list:
     return [values[n] for n in inspect.signature(read_controls).parameters]
 
 
-def bench_addons(folder: Path, runs: int) -> list[dict]:
+def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None) -> list[dict]:
     import httpx
 
     assets = addon_assets(folder.parent / "addons")
@@ -328,7 +328,7 @@ def bench_addons(folder: Path, runs: int) -> list[dict]:
             with open(assets[name], "rb") as f:
                 path = http.post("/gradio_api/upload", files={"files": (f"{name}.png", f, "image/png")}).json()[0]
             uploaded[name] = {"path": path, "orig_name": f"{name}.png", "meta": {"_type": "gradio.FileData"}}
-        for config in ADDON_CONFIGS:
+        for config in [c for c in ADDON_CONFIGS if not kinds or c["kind"] in kinds]:
             print(f"bench: {config['name']}", file=sys.stderr, flush=True)
             sse_call(http, fn_index, addon_controls(config, 0, uploaded), session)  # warm-up: load, allocate
             raw_addon_run(pipes, assets, config, 0)
@@ -343,6 +343,7 @@ def bench_addons(folder: Path, runs: int) -> list[dict]:
                 "name": config["name"], "raw_s": r, "app_sse_s": e,
                 "speed_app_sse_over_raw": round(r["median"] / e["median"], 3),
             })  # fmt: skip
+            print(f"bench: {json.dumps(out[-1])}", file=sys.stderr, flush=True)  # a long run's figures so far
     return out
 
 
@@ -350,6 +351,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
+    parser.add_argument("--addons", help="the add-on paths to time, by kind (lora,inpaint,outpaint,hires,controlnet,lanczos,sr); all by default")
     args = parser.parse_args()
     import torch
 
@@ -361,7 +363,7 @@ def main() -> None:
             results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
             results["client_floor_s"] = client_floor(args.runs * 4)
         if args.only != "base":
-            results["addons"] = bench_addons(tiny, args.runs)
+            results["addons"] = bench_addons(tiny, args.runs, args.addons.split(",") if args.addons else None)
         if torch.cuda.is_available() and args.only != "addons":
             results["gpu"] = torch.cuda.get_device_name()
             turbo = sd_turbo_random(Path(tmp) / "sd-turbo-random")
