@@ -147,8 +147,10 @@ def app_run(client, config: dict, seed: int) -> float:
 
 
 def app_sse_run(http, fn_index: int, session: str, config: dict, seed: int) -> float:
+    # The event stream takes every input (gradio_client fills the add-ons' defaults; a raw join does not).
+    data = addon_controls({**config, "app": {}}, seed, {})
     started = time.perf_counter()
-    sse_call(http, fn_index, controls(config, seed), session)
+    sse_call(http, fn_index, data, session)
     return time.perf_counter() - started
 
 
