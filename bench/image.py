@@ -8,7 +8,10 @@ ratio. The app is timed through gradio_client ("app") and through the queue's ev
 ("app_sse", what a browser does); the page's own Generate, with step previews and the gallery, is timed on
 the event stream too ("page_sse"). gradio_client's own floor, the time it takes to see the answer of an
 endpoint that does nothing, is measured too ("client_floor"). Runs alternate raw/app so drift on a shared
-machine hits both alike. On CPU it uses the tiny demo pipeline; with CUDA it adds SD-Turbo's architecture
+machine hits both alike. The raw side does what a script needs for the same result: it saves its image as a
+PNG (PIL's defaults, no recipe), and it runs at the priority the app gives its engines' jobs (a kept thread
+lowered as ``engines.priority`` lowers them): on a shared machine a nice-0 raw run beside a nice-15 app run
+measures the scheduler, not the app. On CPU it uses the tiny demo pipeline; with CUDA it adds SD-Turbo's architecture
 with random weights (same layer shapes as stabilityai/sd-turbo, so the same cost, no download).
 
 "addons" times each path of issue #14 (LoRA, inpainting, outpainting, hi-res fix, ControlNet, Lanczos and
@@ -20,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
 from engines.image.diffusion import SAMPLERS  # noqa: E402
+from engines.priority import start_background  # noqa: E402
 from engines.image.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -80,19 +86,49 @@ def raw_pipeline(folder: Path, device: str):
     return pipe
 
 
+def lowered(work, *args):
+    """``work(*args)`` on a kept lowered job thread, where the app runs its engines' jobs; its result."""
+    box, done = {}, threading.Event()
+
+    def job() -> None:
+        try:
+            box["value"] = work(*args)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+        finally:
+            done.set()
+
+    start_background(job, "bench-raw")
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+RAW_PNG = Path(tempfile.gettempdir()) / f"melange-bench-raw-{os.getpid()}.png"
+
+
+def save_raw(image) -> None:
+    """What a script does with its image: write it as a PNG (the app writes one too, with its recipe)."""
+    image.save(RAW_PNG)
+
+
 def raw_run(pipe, config: dict, seed: int) -> float:
+    return lowered(_raw_run, pipe, config, seed)
+
+
+def _raw_run(pipe, config: dict, seed: int) -> float:
     import diffusers
     import torch
 
     class_name, options = SAMPLERS[config["sampler"]]
     started = time.perf_counter()
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **options)
-    pipe(
+    image = pipe(
         prompt=PROMPT, width=config["width"], height=config["height"], num_inference_steps=config["steps"],
         guidance_scale=config["guidance"], generator=torch.Generator("cpu").manual_seed(seed),
     ).images[0]  # fmt: skip
-    if pipe.device.type == "cuda":
-        torch.cuda.synchronize()
+    save_raw(image)  # a PIL image in hand: any device work is done
     return time.perf_counter() - started
 
 
@@ -111,8 +147,10 @@ def app_run(client, config: dict, seed: int) -> float:
 
 
 def app_sse_run(http, fn_index: int, session: str, config: dict, seed: int) -> float:
+    # The event stream takes every input (gradio_client fills the add-ons' defaults; a raw join does not).
+    data = addon_controls({**config, "app": {}}, seed, {})
     started = time.perf_counter()
-    sse_call(http, fn_index, controls(config, seed), session)
+    sse_call(http, fn_index, data, session)
     return time.perf_counter() - started
 
 
@@ -210,7 +248,12 @@ def raw_addon_pipes(folder: Path, assets: dict) -> dict:
 
 
 def raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
-    """The same request done with diffusers directly: the pipeline calls and the few PIL/OpenCV steps around them."""
+    return lowered(_raw_addon_run, pipes, assets, config, seed)
+
+
+def _raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
+    """The same request done with diffusers directly: the pipeline calls, the few PIL/OpenCV steps around
+    them, and the PNG written."""
     import cv2
     import diffusers
     import numpy as np
@@ -236,22 +279,25 @@ def raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
             mask.paste(255, (256 - 4, 0, 320, 256))
         mask = mask.filter(ImageFilter.GaussianBlur(4))
         out = call(pipes["inpaint"], image=start, mask_image=mask, strength=1.0, width=start.width, height=start.height)
-        Image.composite(out[0], start, mask)
+        image = Image.composite(out[0], start, mask)
     elif kind == "hires":
         latents = call(pipes["plain"], width=size[0], height=size[1], output_type="latent")
         bigger = F.interpolate(latents, size=(size[1] // 4, size[0] // 4), mode="bilinear", align_corners=False)
-        call(pipes["img2img"], image=bigger, strength=0.5)
+        image = call(pipes["img2img"], image=bigger, strength=0.5)[0]
     elif kind == "controlnet":
         start = Image.open(assets["start"]).convert("RGB")
         edges = cv2.Canny(np.asarray(start), 100, 200)
-        call(pipes["controlnet"], image=Image.fromarray(np.stack([edges] * 3, -1)), width=size[0], height=size[1])
+        image = call(pipes["controlnet"], image=Image.fromarray(np.stack([edges] * 3, -1)), width=size[0], height=size[1])[0]
     elif kind == "sr":
         small = call(pipes["plain"], width=size[0], height=size[1])
-        pipes["sr"](prompt=[PROMPT], image=small, num_inference_steps=20, guidance_scale=0.0, generator=[torch.Generator("cpu").manual_seed(seed)])
+        image = pipes["sr"](
+            prompt=[PROMPT], image=small, num_inference_steps=20, guidance_scale=0.0, generator=[torch.Generator("cpu").manual_seed(seed)]
+        ).images[0]
     else:
         image = call(pipes["lora" if kind == "lora" else "plain"], width=size[0], height=size[1])[0]
         if kind == "lanczos":
-            image.resize((size[0] * 2, size[1] * 2), Image.Resampling.LANCZOS)
+            image = image.resize((size[0] * 2, size[1] * 2), Image.Resampling.LANCZOS)
+    save_raw(image)
     return time.perf_counter() - started
 
 
@@ -271,7 +317,7 @@ def addon_controls(config: dict, seed: int, uploaded: dict) -> list:
     return [values[n] for n in inspect.signature(read_controls).parameters]
 
 
-def bench_addons(folder: Path, runs: int) -> list[dict]:
+def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None) -> list[dict]:
     import httpx
 
     assets = addon_assets(folder.parent / "addons")
@@ -284,7 +330,7 @@ def bench_addons(folder: Path, runs: int) -> list[dict]:
             with open(assets[name], "rb") as f:
                 path = http.post("/gradio_api/upload", files={"files": (f"{name}.png", f, "image/png")}).json()[0]
             uploaded[name] = {"path": path, "orig_name": f"{name}.png", "meta": {"_type": "gradio.FileData"}}
-        for config in ADDON_CONFIGS:
+        for config in [c for c in ADDON_CONFIGS if not kinds or c["kind"] in kinds]:
             print(f"bench: {config['name']}", file=sys.stderr, flush=True)
             sse_call(http, fn_index, addon_controls(config, 0, uploaded), session)  # warm-up: load, allocate
             raw_addon_run(pipes, assets, config, 0)
@@ -299,6 +345,7 @@ def bench_addons(folder: Path, runs: int) -> list[dict]:
                 "name": config["name"], "raw_s": r, "app_sse_s": e,
                 "speed_app_sse_over_raw": round(r["median"] / e["median"], 3),
             })  # fmt: skip
+            print(f"bench: {json.dumps(out[-1])}", file=sys.stderr, flush=True)  # a long run's figures so far
     return out
 
 
@@ -306,6 +353,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
+    parser.add_argument("--addons", help="the add-on paths to time, by kind (lora,inpaint,outpaint,hires,controlnet,lanczos,sr); all by default")
     args = parser.parse_args()
     import torch
 
@@ -317,7 +365,7 @@ def main() -> None:
             results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
             results["client_floor_s"] = client_floor(args.runs * 4)
         if args.only != "base":
-            results["addons"] = bench_addons(tiny, args.runs)
+            results["addons"] = bench_addons(tiny, args.runs, args.addons.split(",") if args.addons else None)
         if torch.cuda.is_available() and args.only != "addons":
             results["gpu"] = torch.cuda.get_device_name()
             turbo = sd_turbo_random(Path(tmp) / "sd-turbo-random")

@@ -68,6 +68,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "16:9 XL (1344×768)": (1344, 768),
 }
 PREVIEW_INTERVAL = 0.25  # seconds between preview updates sent to the page: 4 a second looks live, and each costs the run ~10 ms on 2 cores
+STEP_INTERVAL = 0.1  # the progress bar's steps reach the handler at most this often: Gradio sends progress 10 times a second
 # Gradio copies and hashes every gallery file on each update: show the newest few, not the whole folder.
 GALLERY_SIZE = 48
 
@@ -84,6 +85,38 @@ def preview_html(image) -> str:
         f'<img src="data:image/jpeg;base64,{data}" alt="Preview of the image being drawn" '
         'style="height:256px;width:auto;max-width:100%;image-rendering:auto">'
     )
+
+
+def remember_file_hashes() -> None:
+    """Gradio names its copy of every file it sends by the hash of the file's whole content, read again at
+    each send, on its event loop: the page's gallery sends its GALLERY_SIZE newest PNGs after every image,
+    ~10 MB hashed again per Generate for one new file. The hash is kept per file instead, keyed by what any
+    rewrite changes (path, inode, size, modification time in ns); gallery PNGs are never rewritten anyway."""
+    import os
+    from collections import OrderedDict
+
+    from gradio import processing_utils
+
+    if getattr(processing_utils.hash_file, "melange_kept", False):
+        return
+    original = processing_utils.hash_file
+    kept: OrderedDict = OrderedDict()
+
+    def hash_file(file_path, chunk_num_blocks: int = 128) -> str:
+        try:
+            st = os.stat(file_path)
+        except OSError:
+            return original(file_path, chunk_num_blocks)
+        key = (str(file_path), st.st_ino, st.st_size, st.st_mtime_ns, chunk_num_blocks)
+        digest = kept.get(key)
+        if digest is None:
+            digest = kept[key] = original(file_path, chunk_num_blocks)
+            while len(kept) > 4 * GALLERY_SIZE + 64:  # a few galleries' worth
+                kept.popitem(last=False)
+        return digest
+
+    hash_file.melange_kept = True
+    processing_utils.hash_file = hash_file
 
 
 def size_name(width: int, height: int) -> str:
@@ -331,10 +364,22 @@ def run_request(
     for first in range(0, total_images, size):
         batch = [replace(params, seed=s) for s in seeds[first : first + size]]
         events: queue.Queue = queue.Queue()
-        on_preview = (lambda im: events.put(("preview", im))) if previews else None
+        latest: dict = {}  # the newest step and preview, read whenever the loop below wakes
+        posted = {"step": 0.0, "preview": 0.0}
+
+        def post(kind: str, value, every: float) -> None:
+            # The loop is woken at most once per ``every`` for each kind, not at every step: each wake-up
+            # pre-empts the engine's (nice 15) thread on a small machine, and the newest value is all it shows.
+            latest[kind] = value
+            now = time.monotonic()
+            if now - posted[kind] >= every:
+                posted[kind] = now
+                events.put((kind,))
+
+        on_preview = (lambda im: post("preview", im, PREVIEW_INTERVAL)) if previews else None
 
         def on_step(done: int, total: int) -> None:
-            events.put(("step", done, total))
+            post("step", (done, total), STEP_INTERVAL)
 
         def work(batch=batch, on_preview=on_preview) -> None:
             try:
@@ -350,13 +395,13 @@ def run_request(
                 event = events.get(timeout=PREVIEW_INTERVAL)
             except queue.Empty:
                 event = ("tick",)
-            if event[0] == "step":
-                _, done, total = event
-                if progress is not None:
-                    progress((first / size + done / total) / request.batch_count, desc=f"{label} · step {done}/{total}")
-            elif event[0] == "preview":
-                pending_preview = event[1]
-            elif event[0] == "error":
+            step, preview = latest.pop("step", None), latest.pop("preview", None)
+            if step is not None and progress is not None:
+                done, total = step
+                progress((first / size + done / total) / request.batch_count, desc=f"{label} · step {done}/{total}")
+            if preview is not None:
+                pending_preview = preview
+            if event[0] == "error":
                 if isinstance(event[1], Cancelled):
                     raise Cancelled(f"{event[1]} " + (describe(results, paths) if results else "No image was saved."))
                 with user_errors():
@@ -578,6 +623,7 @@ def build(
     preset = presets[0]
     access = access or Access(images_dir.parent)
     galleries: dict[Principal, Gallery] = {}
+    remember_file_hashes()
 
     def gallery_of(principal: Principal) -> Gallery:
         if principal not in galleries:
