@@ -66,7 +66,9 @@ def app_rtf(url: str, path: Path, runs: int, duration: float) -> tuple[float, fl
     return statistics.median(calls[1:]) / duration, statistics.median(served[1:]) / duration, text
 
 
-def live_latency(url: str, speech: Path, threads: int, reference: str) -> dict:
+def live_latency(url: str, speech: Path, threads: int, reference: str, before_stop=None) -> dict:
+    """``before_stop``: called once the live text is read, before Stop (ends ``--stress``: Stop's one-pass
+    transcription is a batch job at nice 15, which a nice-0 stress-ng on both cores starves for many minutes)."""
     from faster_whisper import WhisperModel
     from playwright.sync_api import sync_playwright
 
@@ -104,6 +106,8 @@ def live_latency(url: str, speech: Path, threads: int, reference: str) -> dict:
         time.sleep(fixtures.wav_duration(mic) + 3)
         opens, shown = page.evaluate("window.__opens"), page.evaluate("window.__shown")
         live_text = page.locator("#live-captions .caption-area").inner_text()
+        if before_stop:
+            before_stop()
         page.locator("#live-captions button", has_text="Stop").click()
         page.locator("#transcribe-info").get_by_text("done in").wait_for(timeout=600_000)
         final_text = page.locator("#transcript textarea").input_value()
@@ -202,12 +206,19 @@ def main() -> None:
 
             speech, turns = speech_fixtures.monologue_turns(work, "flite-awb", 40.0)  # no sentence twice
             stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--quiet"]) if args.stress else None
-            try:
-                live = live_latency(server.url, speech, args.threads, " ".join(t.text for t in turns))
-            finally:
-                if stress:
+            load = []
+
+            def end_stress():
+                load.append(round(os.getloadavg()[0], 2))  # the 1-minute load while the live text was read
+                if stress and stress.poll() is None:
                     stress.terminate()
                     stress.wait()
+
+            try:
+                live = live_latency(server.url, speech, args.threads, " ".join(t.text for t in turns), end_stress)
+            finally:
+                end_stress()
+            live["load_average_1min_live"] = load[0]
             live["with_stress_ng_cpu_2"] = args.stress
     finally:
         server.stop()

@@ -7,13 +7,15 @@ when the person stops) and appended to a buffer that holds only the audio whose 
 * Latency does not grow with backlog: each decode takes *all* the audio that came in meanwhile (pending
   audio is merged, never queued as windows), and the buffer is cut after every final word, so one decode
   is a few seconds of audio at most, whatever the machine's speed.
-* Words two decodes in a row agree on ("LocalAgreement-2") are final and never change; they are handed to
-  the next decode as its forced *prefix*, so only the unconfirmed tail is decoded again. The words before
-  the buffer are its prompt.
-* The tentative tail is decoded with fast settings (greedy, no word timestamps, the window encoded at its
-  own length: ``WhisperSpeechEngine.transcribe_window``); words are made final with the panel's beam size,
-  by a decode that ends at a pause (Silero VAD) or, in speech without pauses, with word timestamps to
-  know where to cut.
+* The tentative text is decoded with fast settings (greedy, no word timestamps, the window encoded at its
+  own length: ``WhisperSpeechEngine.transcribe_window``). Words two fast decodes in a row agree on
+  ("LocalAgreement-2") are *pinned*: handed to the next fast decode as its forced prefix, so only the tail
+  after them is decoded again and the grey text does not flicker. The words before the buffer are the prompt.
+* Words are made final only by a careful decode (the panel's beam size) of the buffer *without* the pinned
+  prefix, at a pause (Silero VAD) or, in speech without pauses, with word timestamps to know where to cut.
+  Pinned words were final once: two greedy decodes of overlapping audio make the same mistake, so their
+  agreement locked it in (festival's ked voice, 33 s with pauses: live WER 0.17 where the file's was 0.0;
+  "a garden" stayed "occurred"). The careful decode of the whole phrase hears what the file transcript hears.
 * A buffer with no speech is never decoded, so silence gives no hallucinated "Thank you.".
 * When the panel's model is slow, a smaller one (``tail_engine``) decodes the tentative tail; when even
   that falls more than ``BEHIND_SECONDS`` behind (a machine busy with something else), the live text skips
@@ -86,18 +88,29 @@ def after_prefix(words: list[str], pinned: list[str]) -> list[str]:
     return words[len(pinned) :]
 
 
-def drop_loops(words: list[str], longest: int = 8) -> list[str]:
+def drop_loops(words: list[str]) -> list[str]:
     """A decoder stuck in a loop is cut after the first time round: a phrase of four words or more said
     twice in a row ("... apples and bread. We went to the market on Monday and bought some apples and
-    bread."), or a shorter one three times ("We went. We went. We went.")."""
+    bread."), or a shorter one three times ("We went. We went. We went."). Phrases of any length: a whole
+    sentence comes back looped too (nine words three times, measured)."""
     normed = [_norm(w) for w in words]
     for i in range(len(words)):
-        for k in range(1, longest + 1):
+        for k in range(1, (len(words) - i) // 2 + 1):
             repeats = 2 if k >= 4 else 3
             if i + k * repeats > len(words):
                 break
             if all(normed[i + j * k : i + (j + 1) * k] == normed[i : i + k] for j in range(1, repeats)):
                 return words[: i + k]
+    return words
+
+
+def drop_repeated_head(before: list[str], words: list[str], longest: int = 4) -> list[str]:
+    """``words`` without a head that repeats the end of ``before``: after a cut inside speech, the new
+    buffer may start with the rest of the last final word, which Whisper hears as that word again."""
+    normed_before, normed = [_norm(w) for w in before], [_norm(w) for w in words]
+    for k in range(min(longest, len(before), len(words)), 0, -1):
+        if normed[:k] == normed_before[-k:]:
+            return words[k:]
     return words
 
 
@@ -151,8 +164,9 @@ class LiveCaptioner:
         self.buffer = np.zeros(0, np.float32)
         self.buffer_start = 0.0  # seconds since the recording began
         self.received = 0.0
-        self.committed: list[str] = []  # final words before the buffer
-        self.pinned: list[str] = []  # final words inside the buffer: the next decode's prefix
+        self.committed: list[str] = []  # final words (all before the buffer)
+        self.pinned: list[str] = []  # agreed words in the buffer, still tentative: the next fast decode's prefix
+        self._mid_speech = False  # the buffer starts at a cut inside speech, not at a pause
         self.previous: list[str] = []  # the last hypothesis after the pinned words, for agreement
         self.tentative: list[str] = []
         self.error = ""
@@ -263,10 +277,12 @@ class LiveCaptioner:
         return replace(self.options, initial_prompt=prompt or self.options.initial_prompt, batched=False, vad_filter=False)
 
     def _transcribe(self, audio: np.ndarray, fast: bool, timed: bool = False):
-        """Segments for ``audio`` with the pinned words as prefix; (the words after them, segments)."""
+        """(words, segments) for ``audio``. Fast: with the pinned words as prefix, the words after them. Careful
+        (``fast`` False): no prefix, so it may hear the pinned words differently; all the words."""
         engine = self.tail_engine if fast and self._slow and self.tail_engine is not None else self.engine
         options = replace(self._prompted(), word_timestamps=timed)
-        prefix = " ".join(self.pinned)
+        pinned = self.pinned if fast else []
+        prefix = " ".join(pinned)
         window = getattr(engine, "transcribe_window", None)
         started = time.perf_counter()
         if window is not None:
@@ -275,9 +291,11 @@ class LiveCaptioner:
             segments = engine.transcribe_samples(audio, replace(options, beam_size=1 if fast else options.beam_size))
         if fast and engine is self.engine and self.tail_engine is not None:
             self._slow = time.perf_counter() - started > SLOW_DECODE_SECONDS
-        words = after_prefix(" ".join(s.text for s in segments).split(), self.pinned)
+        words = after_prefix(" ".join(s.text for s in segments).split(), pinned)
+        if not pinned and self._mid_speech:
+            words = drop_repeated_head(self.committed, words)
         # A loop may start in the pinned words: a decode given all the words it hears often says them again.
-        return drop_loops(self.pinned + words)[len(self.pinned) :], segments
+        return drop_loops(pinned + words)[len(pinned) :], segments
 
     def _decode(self) -> None:
         with self._intake:  # a snapshot: chunks keep arriving while it is transcribed
@@ -299,11 +317,13 @@ class LiveCaptioner:
             if self.pinned or self.tentative:
                 self._finalise(buffer, seconds)
             self._cut(start + seconds - KEEP_SILENCE_SECONDS)
+            self._mid_speech = False
             return
         speech_end = min(seconds, speech[-1]["end"] / SAMPLE_RATE)
         if seconds - speech_end >= PAUSE_SECONDS:  # a pause: everything before it is final
             self._finalise(buffer, speech_end)
             self._cut(start + speech_end)
+            self._mid_speech = False
             return
         if not self.pinned and sum(r["end"] - r["start"] for r in speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
             return
@@ -317,9 +337,10 @@ class LiveCaptioner:
             self._cut_final_words(buffer, start, seconds)
 
     def _finalise(self, buffer: np.ndarray, end: float) -> None:
-        """Everything heard up to ``end`` (seconds into the buffer) is final: decoded once more, carefully."""
+        """Everything heard up to ``end`` (seconds into the buffer) is final: decoded once more, carefully.
+        (Should the careful decode hear nothing, the agreed words stay: nothing shown is dropped unheard.)"""
         words, _ = self._transcribe(buffer[: int(end * SAMPLE_RATE)], fast=False)
-        self.committed += self.pinned + words
+        self.committed += words or self.pinned
         self.pinned, self.previous, self.tentative = [], [], []
         self._publish()
 
@@ -327,25 +348,27 @@ class LiveCaptioner:
         """Speech without a pause: decode with word timestamps, make the words before the last second final,
         and cut the buffer after them so the next decodes stay short."""
         _, segments = self._transcribe(buffer, fast=False, timed=True)
-        timed = [w for s in segments for w in s.words]  # the pinned words first: they were the prefix
-        pinned = len(self.pinned)
-        if agreed_prefix([w.text for w in timed], self.pinned) < pinned:
-            return  # the words did not line up with the pinned ones: cut at the next pause instead
+        timed = [w for s in segments for w in s.words]
+        words = [w.text.strip() for w in timed]
+        if self._mid_speech:  # as _transcribe does with the segments' text, on the timed words
+            timed = timed[len(words) - len(drop_repeated_head(self.committed, words)) :]
+            words = [w.text.strip() for w in timed]
+        timed = timed[: len(drop_loops(words))]
+        words = words[: len(timed)]
         limit = seconds - TAIL_CONTEXT_SECONDS
         n = 0
         while n < len(timed) and timed[n].end <= limit:
             n += 1
         if n == 0:
             return
-        if n <= pinned:  # only some pinned words are out of the last second: they go, the rest stay pinned
-            self.committed += self.pinned[:n]
-            self.pinned = self.pinned[n:]
-        else:  # all pinned words and some after them, as this careful decode heard them
-            self.committed += self.pinned + [w.text for w in timed[pinned:n]]
-            self.pinned = []
-            self.previous = self.tentative = [w.text for w in timed[n:]]
+        # The careful decode's words replace the pinned ones; its words in the last second are the new
+        # tentative tail (and the next agreement's reference), with no prefix until two decodes agree again.
+        self.committed += words[:n]
+        self.pinned = []
+        self.previous = self.tentative = words[n:]
         self._publish()
         self._cut(start + timed[n - 1].end)
+        self._mid_speech = True
 
     # ---------------------------------------------------------------- out
 
@@ -361,7 +384,7 @@ class LiveCaptioner:
 
     def captions(self) -> Captions:
         return Captions(
-            " ".join(self.committed + self.pinned), " ".join(self.tentative), self.received, self.version
+            " ".join(self.committed), " ".join(self.pinned + self.tentative), self.received, self.version
         )
 
     def wait(self, version: int, timeout: float) -> Captions:
