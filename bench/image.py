@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
 from engines.image.diffusion import SAMPLERS  # noqa: E402
-from engines.priority import start_background  # noqa: E402
+from engines.priority import load_torch_with_sleeping_waits, start_background  # noqa: E402
 from engines.image.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -355,9 +355,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
     parser.add_argument("--addons", help="the add-on paths to time, by kind (lora,inpaint,outpaint,hires,controlnet,lanczos,sr); all by default")
     args = parser.parse_args()
+    # The raw side's torch waits for its threads as the app's does (sleeping, not spinning: see
+    # engines.priority.load_torch_with_sleeping_waits), so the ratio is the app's own cost.
+    load_torch_with_sleeping_waits()
     import torch
 
-    results = {"machine": machine(), "prompt": PROMPT, "configs": []}
+    results = {"machine": machine(), "prompt": PROMPT, "configs": [], "omp_wait_policy": "PASSIVE (torch, both sides)"}
     with tempfile.TemporaryDirectory(prefix="melange-image-bench-") as tmp:
         # The app builds the same tiny pipeline (same code, same seed, same bytes) in its own data folder.
         tiny = ensure_tiny_pipeline(Path(tmp))
