@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from conversations import ConversationStore, import_json
+from conversations import ConversationStore, StoredMessage, import_json
 from engines.base import ChatDelta, ChatMessage, ChatParams, EngineError
 from engines.fake import FakeChatEngine
 from ui.chat import ChatPanel, Sampling
@@ -115,6 +115,56 @@ def test_fast_tokens_reach_the_page_in_batches_but_all_of_them_arrive(store, tmp
     updates = send(make_panel(store, tmp_path), None, " ".join(["word"] * 200), controls)
     assert len(updates) < 20, "a token stream faster than the screen refresh is coalesced"
     assert updates[-1][0][-1]["content"].startswith("You said: " + " ".join(["word"] * 200))
+
+
+class Clock:
+    """ui.chat's clock, moved by hand: a token takes ``token`` seconds, showing an update ``update`` seconds."""
+
+    def __init__(self, token: float, update: float) -> None:
+        self.now, self.token, self.update = 1000.0, token, update
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def stream_with_costly_updates(store, tmp_path, monkeypatch, clock: Clock, tokens: int = 200, stats: bool = True) -> list:
+    """The page's updates for a reply of ``tokens`` tokens, each update costing the page ``clock.update``."""
+    import ui.chat
+
+    monkeypatch.setattr(ui.chat, "time", clock)
+    panel = make_panel(store, tmp_path)
+
+    def generate(conversation_id, history, sampling, params, replace=None):
+        text = ""
+        for i in range(tokens):
+            clock.now += clock.token
+            text += f" w{i}"
+            last = i == tokens - 1
+            yield StoredMessage(1, "assistant", text.strip(), {"completion_tokens": tokens, "seconds": 1.0} if last and stats else None)
+
+    monkeypatch.setattr(panel, "_generate", generate)
+    updates = []
+    for update in panel.send(None, "hello", *CONTROLS):
+        updates.append(update)
+        clock.now += clock.update  # what Gradio spends on it before it asks for the next one
+    return updates
+
+
+def test_updates_that_cost_the_page_more_come_less_often_and_the_whole_reply_arrives(store, tmp_path, monkeypatch):
+    cheap = stream_with_costly_updates(store, tmp_path, monkeypatch, Clock(token=0.01, update=0.0))
+    costly = stream_with_costly_updates(store, tmp_path, monkeypatch, Clock(token=0.01, update=0.005))
+    assert 30 <= len(cheap) <= 45, "cheap updates: 20 a second (200 tokens in 2 s)"
+    assert 8 <= len(costly) <= 16, "5 ms an update: one every 0.17 s, so updates take 3% of the time"
+    for updates in (cheap, costly):
+        assert updates[-1][0][-1]["content"].startswith(" ".join(f"w{i}" for i in range(200)) + "\n\n<sub>200 tokens")
+        assert "tok/s" in updates[-1][3]
+        assert all(u[3] == "" for u in updates[:-1]), "the stats line stays empty while the reply streams"
+
+
+def test_updates_never_stop_for_long_and_the_last_words_show_without_stats(store, tmp_path, monkeypatch):
+    slow = stream_with_costly_updates(store, tmp_path, monkeypatch, Clock(token=0.01, update=1.0), stats=False)
+    assert len(slow) >= 2 + 200 * 0.01 / 0.25 - 1, "at least four updates a second"
+    assert slow[-1][0][-1]["content"] == " ".join(f"w{i}" for i in range(200))
 
 
 def test_stop_mid_reply_keeps_the_partial_reply(store, tmp_path):

