@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.chat import PROMPT, SYSTEM, decode_rate  # noqa: E402
 from bench.chat import raw_run as raw_chat  # noqa: E402
 from bench.common import machine, running_app, summary  # noqa: E402
-from engines import embedded  # noqa: E402
+from engines import embedded, priority  # noqa: E402
 
 SAMPLING = {"temperature": 0.0, "top_p": 0.9, "top_k": 40, "repeat_penalty": 1.1}
 
@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for chat")
     parser.add_argument("--only", default="chat,remote,speech,image")
     args = parser.parse_args()
+    priority.load_torch_with_sleeping_waits()  # the raw images' torch waits for its threads as the app's does
     import httpx
 
     wanted = args.only.split(",")
