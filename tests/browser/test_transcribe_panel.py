@@ -194,6 +194,9 @@ def test_a_minute_of_speech_is_saved_exactly_as_the_microphone_sent_it(real_app,
     # The piece where the offset moves holds the glitch (measured: 234 ms of zeros where Chromium, starved of
     # CPU, dropped 254 ms of capture): it matches the source only in part. Pieces on both sides of a jump may.
     beside_jump = {j for i, (a, b) in enumerate(zip(moved, moved[1:])) if abs(b - a) > 1 for j in (i, i + 1)}
+    # The last piece has no later one to show whether the offset moved there: a glitch in the recording's last
+    # second (Chromium starved as Stop is pressed) cannot be told from anything else, so it is judged as one.
+    beside_jump.add(len(offsets) - 1)
     unmatched = [(round(t), round(q, 2)) for i, (t, _, q) in enumerate(offsets) if q < 0.9 and i not in beside_jump]
     assert not torn, f"(second, samples off) not a whole 10 ms buffer from offset {offset}: {torn}"
     assert not unmatched, f"(second, match) where the recording is not the source: {unmatched}"
