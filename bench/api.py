@@ -220,10 +220,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for chat")
     parser.add_argument("--only", default="chat,remote,speech,image")
     args = parser.parse_args()
-    priority.load_torch_with_sleeping_waits()  # the raw images' torch waits for its threads as the app's does
     import httpx
 
     wanted = args.only.split(",")
+    if "image" in wanted:
+        # The raw images' torch waits for its threads as the app's does. llama.cpp in this process then shares
+        # torch's libgomp (engines.priority), as it does in the app; without images, raw chat is
+        # llama-cpp-python alone with its libgomp's default policy, as a script runs it.
+        priority.load_torch_with_sleeping_waits()
     result: dict = {"benchmark": "api", "machine": machine(), "runs": args.runs}
     sections = {"chat": bench_chat, "remote": bench_remote, "speech": bench_speech, "image": bench_image}
     with httpx.Client(timeout=600, trust_env=False) as http:  # one keep-alive connection per server, as a script keeps

@@ -355,12 +355,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
     parser.add_argument("--addons", help="the add-on paths to time, by kind (lora,inpaint,outpaint,hires,controlnet,lanczos,sr); all by default")
     args = parser.parse_args()
-    # The raw side's torch waits for its threads as the app's does (sleeping, not spinning: see
+    # The raw side's torch waits for its threads as the app's does (a short spin, then sleep: see
     # engines.priority.load_torch_with_sleeping_waits), so the ratio is the app's own cost.
     load_torch_with_sleeping_waits()
     import torch
 
-    results = {"machine": machine(), "prompt": PROMPT, "configs": [], "omp_wait_policy": "PASSIVE (torch, both sides)"}
+    results = {"machine": machine(), "prompt": PROMPT, "configs": [], "omp_spin_count": "torch and llama.cpp: engines.priority.OPENMP_SPIN_COUNT, both sides"}
     with tempfile.TemporaryDirectory(prefix="melange-image-bench-") as tmp:
         # The app builds the same tiny pipeline (same code, same seed, same bytes) in its own data folder.
         tiny = ensure_tiny_pipeline(Path(tmp))

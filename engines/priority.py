@@ -47,26 +47,43 @@ def lower_this_thread(nice: int = BACKGROUND_NICE) -> bool:
         return False
 
 
-def load_torch_with_sleeping_waits() -> None:
-    """Import torch with its OpenMP threads sleeping, not spinning, while they wait for each other.
+# libgomp spins this many times (~30 µs; its own estimate is 100,000 spins a millisecond) before it sleeps at a
+# barrier. Measured on the 2-core VM, 2026-12-06, with llama.cpp's prompt (two batch threads) and the tiny diffusion
+# pipeline (torch's two threads) on a nice-15 job thread, 6-12 runs each:
+#   spin count      quiet: first token / image    beside stress-ng --cpu 2 (another session)
+#   0 (PASSIVE)     131 ms / 0.383 s               235-343 ms / 0.46-0.89 s
+#   3,000           106 ms / 0.292 s               271-288 ms / 0.81-0.87 s
+#   10,000          103 ms / 0.256 s               289 ms / 1.25 s
+#   300,000 (default)  102-125 ms / 0.30 s         310-616 ms / 0.47-7.5 s (a run up to 6 s an image)
+# A short spin catches the next operator's work on a quiet machine; a long one holds the core its partner needs
+# on a busy one.
+OPENMP_SPIN_COUNT = "3000"
 
-    libgomp's default is to spin at every barrier; when the machine is busy, a spinning thread holds the core its
-    partner needs to reach the barrier. The tiny demo pipeline (256², 12 steps, torch's two threads) took 15-86 s
-    an image that way beside other work (load average 5-7 on the 2-core VM, 2026-12-06) and 0.6-1.4 s with
-    ``OMP_WAIT_POLICY=PASSIVE``, in the same minutes. Each library bundles its own libgomp, which reads the policy
-    once, when it loads: so the policy is set for torch's alone. CTranslate2's Whisper measured no better with it
-    (its workers are few and long-lived), and llama.cpp runs one thread on two cores. A policy already set in the
-    environment is kept."""
+
+def load_torch_with_sleeping_waits() -> None:
+    """Import torch with OpenMP threads that spin only briefly, then sleep, while they wait for each other.
+
+    libgomp's default is to spin at every barrier for about 3 ms; when the machine is busy, a spinning thread holds
+    the core its partner needs to reach the barrier. The tiny demo pipeline (256², 12 steps, torch's two threads)
+    took 15-86 s an image that way beside other work (load average 5-7 on the 2-core VM, 2026-12-06) and
+    0.6-1.4 s without spinning, in the same minutes. Not spinning at all (``OMP_WAIT_POLICY=PASSIVE``) costs a
+    quiet machine a quarter of its speed instead, so threads spin ``OPENMP_SPIN_COUNT`` times first.
+
+    libgomp reads the policy once, when it loads. torch bundles a libgomp named ``libgomp.so.1``, and llama.cpp's
+    ggml, which needs ``libgomp.so.1`` too, is bound to that same copy when it loads after torch: the policy is
+    torch's and llama.cpp's (its prompt runs on two threads). CTranslate2 bundles a copy under another name and
+    keeps the default; its Whisper measured no better either way. A policy already set in the environment is kept."""
     if "torch" in sys.modules:
         log.info("torch was loaded before its OpenMP wait policy could be set")
         return
-    given = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = given or "PASSIVE"
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        import torch  # noqa: F401 -- the policy the environment gives
+        return
+    os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
     try:
         import torch  # noqa: F401 -- loads torch's libgomp, which reads the policy now
     finally:
-        if given is None:
-            del os.environ["OMP_WAIT_POLICY"]
+        del os.environ["GOMP_SPINCOUNT"]
 
 
 def thread_nice(native_id: int | None = None) -> int:

@@ -203,23 +203,27 @@ def test_a_model_switch_replaces_the_live_copy_and_its_booking(tmp_path):
     assert booked == [engine, engine.copies[-1]], "the panel's engine and the current copy only, not one per switch"
 
 
-def test_torch_threads_sleep_while_they_wait_and_the_other_engines_keep_their_policy():
-    """torch's libgomp is loaded with OMP_WAIT_POLICY=PASSIVE (no spinning: a spinning thread holds the core its
-    partner needs on a busy machine), CTranslate2's own libgomp keeps the default, and the environment is left as
-    it was. libgomp prints what it read when OMP_DISPLAY_ENV is set: PASSIVE shows as a spin count of 0."""
+def test_torch_and_llama_cpp_threads_spin_briefly_before_they_sleep_and_whisper_keeps_its_policy():
+    """torch's libgomp is loaded with a short spin count (a long spin holds the core a partner thread needs on a
+    busy machine; none at all slows a quiet one), llama.cpp's ggml is bound to that same libgomp (so its prompt's
+    threads wait the same way), CTranslate2's own libgomp keeps the default, and the environment is left as it
+    was. libgomp prints what it read when OMP_DISPLAY_ENV is set."""
     import subprocess
 
+    from engines.priority import OPENMP_SPIN_COUNT
     from tests.app_server import ROOT
 
     code = (
         "import os\n"
         "from engines.priority import load_torch_with_sleeping_waits\n"
         "load_torch_with_sleeping_waits()\n"
-        "assert 'OMP_WAIT_POLICY' not in os.environ\n"
-        "import ctranslate2\n"
+        "assert 'GOMP_SPINCOUNT' not in os.environ and 'OMP_WAIT_POLICY' not in os.environ\n"
+        "import ctranslate2, llama_cpp\n"
+        "print(sorted({'/'.join(line.split()[-1].split('/')[-3:-1]) for line in open('/proc/self/maps') if 'libgomp' in line}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
-    assert spins == ["0", "300000"], f"torch's team sleeps, CTranslate2's spins a while first: {spins}"
+    assert spins == [OPENMP_SPIN_COUNT, "300000"], f"torch's team spins briefly, CTranslate2's spins a while first: {spins}"
+    assert done.stdout.strip() == "['site-packages/ctranslate2.libs', 'torch/lib']", f"two libgomp copies: torch's (llama.cpp's too) and CTranslate2's: {done.stdout}"
