@@ -158,7 +158,7 @@ def bench(folder: Path, configs: list[dict], device: str, runs: int, app_args: l
     import httpx
     from gradio_client import Client
 
-    pipe = raw_pipeline(folder, device)
+    pipe = lowered(raw_pipeline, folder, device)  # see main: every raw torch call on the one job thread
     out = []
     with running_app("--device", device, *app_args) as url, httpx.Client(base_url=url, timeout=600) as http:
         client = Client(url, verbose=False, download_files=False)  # time the answer, not copying files back
@@ -320,8 +320,8 @@ def addon_controls(config: dict, seed: int, uploaded: dict) -> list:
 def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None) -> list[dict]:
     import httpx
 
-    assets = addon_assets(folder.parent / "addons")
-    pipes = raw_addon_pipes(folder, assets)
+    assets = lowered(addon_assets, folder.parent / "addons")
+    pipes = lowered(raw_addon_pipes, folder, assets)
     out = []
     with running_app("--device", "cpu", "--models-dir", str(assets["models"])) as url, httpx.Client(base_url=url, timeout=600) as http:
         fn_index, session = find_event(url, api_name="generate")[0], uuid.uuid4().hex
@@ -363,7 +363,10 @@ def main() -> None:
     results = {"machine": machine(), "prompt": PROMPT, "configs": [], "omp_spin_count": "torch and llama.cpp: engines.priority.OPENMP_SPIN_COUNT, both sides"}
     with tempfile.TemporaryDirectory(prefix="melange-image-bench-") as tmp:
         # The app builds the same tiny pipeline (same code, same seed, same bytes) in its own data folder.
-        tiny = ensure_tiny_pipeline(Path(tmp))
+        # Every raw torch call runs on the one kept job thread, as the app's jobs do: each thread that calls torch
+        # keeps an OpenMP team, and with more team threads than cores libgomp cuts its spin before sleeping to
+        # 100 (engines.priority), which made the raw side 25-45% slower than the app's.
+        tiny = lowered(ensure_tiny_pipeline, Path(tmp))
         if args.only != "addons":
             results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
             results["client_floor_s"] = client_floor(args.runs * 4)
@@ -371,7 +374,7 @@ def main() -> None:
             results["addons"] = bench_addons(tiny, args.runs, args.addons.split(",") if args.addons else None)
         if torch.cuda.is_available() and args.only != "addons":
             results["gpu"] = torch.cuda.get_device_name()
-            turbo = sd_turbo_random(Path(tmp) / "sd-turbo-random")
+            turbo = lowered(sd_turbo_random, Path(tmp) / "sd-turbo-random")
             results["configs"] += bench(turbo, GPU_CONFIGS, "cuda", args.runs, ["--image-model", str(turbo)])
     print(json.dumps(results, indent=2))
 

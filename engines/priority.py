@@ -50,14 +50,22 @@ def lower_this_thread(nice: int = BACKGROUND_NICE) -> bool:
 # libgomp spins this many times (~30 µs; its own estimate is 100,000 spins a millisecond) before it sleeps at a
 # barrier. Measured on the 2-core VM, 2026-12-06, with llama.cpp's prompt (two batch threads) and the tiny diffusion
 # pipeline (torch's two threads) on a nice-15 job thread, 6-12 runs each:
-#   spin count      quiet: first token / image    beside stress-ng --cpu 2 (another session)
-#   0 (PASSIVE)     131 ms / 0.383 s               235-343 ms / 0.46-0.89 s
-#   3,000           106 ms / 0.292 s               271-288 ms / 0.81-0.87 s
-#   10,000          103 ms / 0.256 s               289 ms / 1.25 s
-#   300,000 (default)  102-125 ms / 0.30 s         310-616 ms / 0.47-7.5 s (a run up to 6 s an image)
+#   spin count         quiet: first token / image    beside stress-ng --cpu 2 (another session)
+#   0 (PASSIVE)        131 ms / 0.383 s               200-343 ms / 0.45-0.89 s
+#   1,000              112 ms / 0.354 s               251-309 ms / 0.55-0.78 s
+#   3,000              106 ms / 0.292 s               271-359 ms / 0.81-0.87 s
+#   10,000             103 ms / 0.256 s               289 ms / 1.25 s
+#   300,000 (default)  102-125 ms / 0.30 s            310-616 ms / 0.47-7.5 s (a run up to 6 s an image)
 # A short spin catches the next operator's work on a quiet machine; a long one holds the core its partner needs
-# on a busy one.
+# on a busy one. 3,000 makes a quiet machine's image 1.3x faster than no spin and the first token as quick as the
+# default's; beside another session's load it costs up to 1.8x what no spin does, where the default cost 20x.
 OPENMP_SPIN_COUNT = "3000"
+# When libgomp runs more threads than there are cores, it spins a "throttled" count instead: 100 when no policy is
+# set, 1,000 when it is ACTIVE, 0 when PASSIVE. That is the app's usual case: every thread that has called torch or
+# llama.cpp keeps an OpenMP team (a chat reply's job thread beside an image's). With the spin count given, ACTIVE
+# chooses only that: 1,000. The tiny pipeline with two teams, quiet: 0.39 s an image at 100, 0.29-0.32 s at 1,000;
+# beside stress-ng: 0.45 s without spinning, 0.54 s at 1,000.
+OPENMP_WAIT_POLICY = "ACTIVE"
 
 
 def load_torch_with_sleeping_waits() -> None:
@@ -67,7 +75,8 @@ def load_torch_with_sleeping_waits() -> None:
     the core its partner needs to reach the barrier. The tiny demo pipeline (256², 12 steps, torch's two threads)
     took 15-86 s an image that way beside other work (load average 5-7 on the 2-core VM, 2026-12-06) and
     0.6-1.4 s without spinning, in the same minutes. Not spinning at all (``OMP_WAIT_POLICY=PASSIVE``) costs a
-    quiet machine a quarter of its speed instead, so threads spin ``OPENMP_SPIN_COUNT`` times first.
+    quiet machine a quarter of its speed instead, so threads spin ``OPENMP_SPIN_COUNT`` times first (1,000 when
+    libgomp runs more threads than there are cores: ``OPENMP_WAIT_POLICY``).
 
     libgomp reads the policy once, when it loads. torch bundles a libgomp named ``libgomp.so.1``, and llama.cpp's
     ggml, which needs ``libgomp.so.1`` too, is bound to that same copy when it loads after torch: the policy is
@@ -79,11 +88,11 @@ def load_torch_with_sleeping_waits() -> None:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         import torch  # noqa: F401 -- the policy the environment gives
         return
-    os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
+    os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"] = OPENMP_SPIN_COUNT, OPENMP_WAIT_POLICY
     try:
         import torch  # noqa: F401 -- loads torch's libgomp, which reads the policy now
     finally:
-        del os.environ["GOMP_SPINCOUNT"]
+        del os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"]
 
 
 def thread_nice(native_id: int | None = None) -> int:

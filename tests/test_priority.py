@@ -226,4 +226,6 @@ def test_torch_and_llama_cpp_threads_spin_briefly_before_they_sleep_and_whisper_
     assert done.returncode == 0, done.stderr
     spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
     assert spins == [OPENMP_SPIN_COUNT, "300000"], f"torch's team spins briefly, CTranslate2's spins a while first: {spins}"
+    policies = re.findall(r"OMP_WAIT_POLICY = '(\w+)'", done.stderr)
+    assert policies[0] == "ACTIVE", f"with more threads than cores torch's spin is ACTIVE's 1,000, not 100: {policies}"
     assert done.stdout.strip() == "['site-packages/ctranslate2.libs', 'torch/lib']", f"two libgomp copies: torch's (llama.cpp's too) and CTranslate2's: {done.stdout}"
