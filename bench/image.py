@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import client_floor, find_event, machine, running_app, sse_call, summary  # noqa: E402
 from engines.image.diffusion import SAMPLERS  # noqa: E402
-from engines.priority import load_torch_with_sleeping_waits, start_background  # noqa: E402
+from engines.priority import load_torch_with_sleeping_waits, run_as_job  # noqa: E402
 from engines.image.tiny_pipeline import _scheduler, _write_tokenizer_files, ensure_tiny_pipeline  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -88,21 +87,7 @@ def raw_pipeline(folder: Path, device: str):
 
 def lowered(work, *args):
     """``work(*args)`` on a kept lowered job thread, where the app runs its engines' jobs; its result."""
-    box, done = {}, threading.Event()
-
-    def job() -> None:
-        try:
-            box["value"] = work(*args)
-        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
-            box["error"] = e
-        finally:
-            done.set()
-
-    start_background(job, "bench-raw")
-    done.wait()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_as_job(lambda: work(*args), "bench-raw")
 
 
 RAW_PNG = Path(tempfile.gettempdir()) / f"melange-bench-raw-{os.getpid()}.png"

@@ -85,14 +85,14 @@ def load_torch_with_sleeping_waits() -> None:
     if "torch" in sys.modules:
         log.info("torch was loaded before its OpenMP wait policy could be set")
         return
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        import torch  # noqa: F401 -- the policy the environment gives
-        return
-    os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"] = OPENMP_SPIN_COUNT, OPENMP_WAIT_POLICY
+    given = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+    if not given:
+        os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"] = OPENMP_SPIN_COUNT, OPENMP_WAIT_POLICY
     try:
         import torch  # noqa: F401 -- loads torch's libgomp, which reads the policy now
     finally:
-        del os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"]
+        if not given:
+            del os.environ["GOMP_SPINCOUNT"], os.environ["OMP_WAIT_POLICY"]
 
 
 def thread_nice(native_id: int | None = None) -> int:
@@ -153,6 +153,30 @@ _job_threads = JobThreads()
 def start_background(target: Callable[[], object], name: str) -> None:
     """``target()`` on a lowered job thread, now (an idle one if there is one)."""
     _job_threads.submit(target, name)
+
+
+def run_as_job(work: Callable[[], T], name: str = "melange-job") -> T:
+    """``work()`` on a kept job thread, as ``start_background`` runs it; its result, or its exception raised here.
+
+    For torch work a handler would otherwise do on its own thread (loading a model, fusing a LoRA): every thread
+    that runs an OpenMP parallel region keeps a team, and with more team threads than cores libgomp shortens its
+    spin (``OPENMP_WAIT_POLICY``); job threads are few and reused, the page's handler threads many."""
+    box: dict = {}
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+        finally:
+            done.set()
+
+    start_background(job, name)
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def run_on_fresh_thread(work: Callable[[], T], background: bool, name: str = "melange-load") -> T:

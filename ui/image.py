@@ -41,7 +41,7 @@ from engines.base import (
 )
 from engines.image.gallery import Gallery
 from engines.image.recipe import params_from_recipe, read_recipe
-from engines.priority import start_background
+from engines.priority import run_as_job, start_background
 from server.principal import HOST, Principal
 from server.queue_status import withdraw
 from ui import image_downloads
@@ -357,7 +357,8 @@ def run_request(
     total_images = request.batch_count * size
     seeds = seeds_for(request.seed_mode, params.seed, total_images, lambda: secrets.randbelow(2**32))
     with user_errors():
-        engine.prepare(params, progress_callback(progress))
+        # On a job thread, where the run goes next: fusing a LoRA or loading a model is torch work (run_as_job).
+        run_as_job(lambda: engine.prepare(params, progress_callback(progress)), "image-prepare")
 
     results: list[ImageResult] = []
     paths: list[Path] = []
@@ -935,7 +936,7 @@ def upscale_finished(
             original = im.convert("RGB")
         started = time.perf_counter()
         on_step = (lambda done, total: progress(done / total, desc=f"Upscaling · step {done}/{total}")) if progress else None
-        bigger, digest = engine.upscale_image(original, params, on_step)
+        bigger, digest = run_as_job(lambda: engine.upscale_image(original, params, on_step), "image-upscale")
     result = ImageResult(
         bigger, params, recipe.get("model", ""), time.perf_counter() - started, model_hash=recipe.get("model_hash", ""),
         refiner_hash=recipe.get("refiner_hash", ""), lora_hashes=tuple(item.get("hash", "") for item in recipe.get("loras") or ()),
