@@ -161,6 +161,26 @@ def run_as_job(work: Callable[[], T], name: str = "melange-job") -> T:
     For torch work a handler would otherwise do on its own thread (loading a model, fusing a LoRA): every thread
     that runs an OpenMP parallel region keeps a team, and with more team threads than cores libgomp shortens its
     spin (``OPENMP_WAIT_POLICY``); job threads are few and reused, the page's handler threads many."""
+    return _wait_for(work, lambda job: start_background(job, name))
+
+
+def run_on_fresh_thread(work: Callable[[], T], background: bool, name: str = "melange-load") -> T:
+    """``work()`` on a thread of its own, lowered when ``background``; its result, or its exception raised
+    here. For loading a model whose worker threads inherit the loader's priority (CTranslate2)."""
+
+    def start(job: Callable[[], None]) -> None:
+        def run() -> None:
+            if background:
+                lower_this_thread()
+            job()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+
+    return _wait_for(work, start)
+
+
+def _wait_for(work: Callable[[], T], start: Callable[[Callable[[], None]], object]) -> T:
+    """``work()`` on the thread ``start`` runs it on, waited for here: its result, or its exception raised here."""
     box: dict = {}
     done = threading.Event()
 
@@ -172,29 +192,8 @@ def run_as_job(work: Callable[[], T], name: str = "melange-job") -> T:
         finally:
             done.set()
 
-    start_background(job, name)
+    start(job)
     done.wait()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def run_on_fresh_thread(work: Callable[[], T], background: bool, name: str = "melange-load") -> T:
-    """``work()`` on a thread of its own, lowered when ``background``; its result, or its exception raised
-    here. For loading a model whose worker threads inherit the loader's priority (CTranslate2)."""
-    box: dict = {}
-
-    def run() -> None:
-        if background:
-            lower_this_thread()
-        try:
-            box["value"] = work()
-        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
-            box["error"] = e
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    thread.join()
     if "error" in box:
         raise box["error"]
     return box["value"]
