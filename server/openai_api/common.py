@@ -97,8 +97,10 @@ class V1:
             )
 
 
-def authenticate(request: Request) -> Principal:
-    """The person the guard found (session, API key, or the host on this machine); every route needs one."""
+async def authenticate(request: Request) -> Principal:
+    """The person the guard found (session, API key, or the host on this machine); every route needs one.
+    A coroutine because it only reads what the guard left in the scope: FastAPI runs a plain function
+    dependency on its thread pool, a round trip every request paid before its first byte."""
     principal = principal_of(request)
     if principal is None:
         raise OpenAIError(401, "Missing or wrong API key: send Authorization: Bearer <key>.", code="invalid_api_key")
