@@ -236,9 +236,11 @@ def build_app(
     access = access or Access(settings.data_dir, limits=limits(settings))
     documents = documents or build_documents(settings, access)
     # Gradio copies every upload and every file it serves into its cache; without an age they pile up for as
-    # long as the server runs (1,000 requests: +90 MB). The originals live in the data folder.
+    # long as the server runs (1,000 requests: +90 MB). The originals live in the data folder. Swept every
+    # tenth of the age: between sweeps the cache holds up to 1.1 ages of files, where a sweep every half age
+    # let it swing between 1 and 1.5 (bench/load.py's soak: 33-42 MB at a 5-minute age).
     age = int(settings.cache_minutes * 60)
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(10, min(600, age // 2)), age)) as blocks:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(10, min(600, age // 10)), age)) as blocks:
         if sharing is not None:
             ui.share.header(blocks, sharing)
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")

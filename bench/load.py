@@ -294,11 +294,15 @@ def process_figures(pid: int, data_dir: Path, url: str) -> dict:
     }  # fmt: skip
 
 
-def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
-    warm_up = max(30, count // 10)
+def soak(app: App, count: int, clip: Path, workdir: Path, cache_seconds: float) -> dict:
+    """``count`` mixed requests, 2 at a time. Figures every 100; the warm-up lasts at least a tenth of the
+    requests and one lifetime of Gradio's cached files plus a sweep (before that the cache can only grow), and
+    growth is the end and the widest swing after warm-up, each against the figures at its end."""
+    warm_up_seconds = cache_seconds * 1.1 + 10
     figures, failures, crossed = {}, 0, 0
     lock = threading.Lock()
     todo = iter(range(count))
+    started = time.monotonic()
 
     def worker() -> None:
         nonlocal failures, crossed
@@ -307,12 +311,14 @@ def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
             with lock:
                 failures += not r.get("ok")
                 crossed += bool(r.get("crossed"))
-                if i + 1 == warm_up:
-                    figures["after_warm_up"] = process_figures(app.server.process.pid, app.server.data_dir, app.url)
-            if (i + 1) % 100 == 0:
-                with lock:
-                    figures.setdefault("every_100", []).append(process_figures(app.server.process.pid, app.server.data_dir, app.url))
-                log(f"soak: {i + 1}/{count}")
+                if (i + 1) % 100 == 0:
+                    now = process_figures(app.server.process.pid, app.server.data_dir, app.url)
+                    now["requests"] = i + 1
+                    figures.setdefault("every_100", []).append(now)
+                    warm = time.monotonic() - started >= warm_up_seconds and i + 1 >= count // 10
+                    if warm and "after_warm_up" not in figures:
+                        figures["after_warm_up"] = now
+                    log(f"soak: {i + 1}/{count}")
 
     workers = [threading.Thread(target=worker) for _ in range(2)]
     for w in workers:
@@ -321,8 +327,14 @@ def soak(app: App, count: int, clip: Path, workdir: Path) -> dict:
         w.join()
     figures["end"] = process_figures(app.server.process.pid, app.server.data_dir, app.url)
     base = figures.get("after_warm_up", figures["end"])
-    growth = {k: round(figures["end"][k] / base[k], 2) if base[k] else None for k in ("rss_mb", "threads", "open_files")}
-    return {"requests": count, "warm_up": warm_up, "failures": failures, "crossed": crossed, **figures, "growth": growth}
+    later = [f for f in figures.get("every_100", []) if f.get("requests", 0) >= base.get("requests", count)] + [figures["end"]]
+    keys = ("rss_mb", "threads", "open_files", "gradio_temp_mb")
+    growth = {k: round(figures["end"][k] / base[k], 2) if base[k] else None for k in keys}
+    swing = {k: [round(min(f[k] for f in later) / base[k], 2), round(max(f[k] for f in later) / base[k], 2)] if base[k] else None for k in keys}
+    return {
+        "requests": count, "warm_up_requests": base.get("requests"), "warm_up_seconds": warm_up_seconds,
+        "failures": failures, "crossed": crossed, **figures, "growth": growth, "range_after_warm_up": swing,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -373,7 +385,7 @@ def main() -> None:
                 "live_idle": idle_live, "levels": levels,
             }  # fmt: skip
             if args.soak:
-                report["soak"] = soak(app, args.soak, clip, work)
+                report["soak"] = soak(app, args.soak, clip, work, args.cache_minutes * 60)
         finally:
             server.stop()
     finally:
