@@ -5,7 +5,7 @@ idle: an idle Melange used 4% of a core, and on a 2-core machine each of those 1
 pre-empts an engine thread (nice 15, ``engines.priority``) in the middle of a llama.cpp layer, which its
 partner thread then waits for at the layer's barrier. Here the loop sleeps until something can change
 what it would find: a job joined the queue (``push``) or a job ended and freed its engine
-(``process_events``). The progress loop sends progress ten times a second while jobs run (Gradio's own
+(``process_events``). The progress loop sends progress four times a second while jobs run (Gradio's own
 loop: a hundred), and sleeps while none do.
 
 Gradio's loops stay Gradio's own: they call ``asyncio.sleep(self.sleep_when_free)``, so the queue's two
@@ -22,10 +22,11 @@ import types
 import weakref
 
 SAFETY = 0.25  # the longest an idle loop sleeps without a wake
-# While jobs run, progress is sent at most this often: ten times a second is smooth for a progress bar, and
-# each wake-up of Gradio's loop pre-empts an engine thread (Gradio's 0.01 s, measured over 80 first tokens on
-# 2 cores: 1-3 ms more to a first token).
-PROGRESS_EVERY = 0.1
+# While jobs run, progress is sent at most this often: four times a second still moves a progress bar smoothly,
+# and each wake-up of Gradio's loop pre-empts an engine thread (Gradio's 0.01 s, measured over 80 first tokens on
+# 2 cores: 1-3 ms more to a first token; 0.1 s against 0.25 s, the tiny pipeline at 512², 20 steps, through the
+# event stream: 0.942x against 0.970x raw diffusers, the page's Generate 0.905x against 0.958x, bench/image.py).
+PROGRESS_EVERY = 0.25
 
 
 class QueueWake:

@@ -68,7 +68,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "16:9 XL (1344×768)": (1344, 768),
 }
 PREVIEW_INTERVAL = 0.25  # seconds between preview updates sent to the page: 4 a second looks live, and each costs the run ~10 ms on 2 cores
-STEP_INTERVAL = 0.1  # the progress bar's steps reach the handler at most this often: Gradio sends progress 10 times a second
+STEP_INTERVAL = 0.25  # the progress bar's steps reach the handler at most this often, as often as Gradio sends progress (server/queue_wake.py)
 # Gradio copies and hashes every gallery file on each update: show the newest few, not the whole folder.
 GALLERY_SIZE = 48
 
@@ -366,7 +366,9 @@ def run_request(
         batch = [replace(params, seed=s) for s in seeds[first : first + size]]
         events: queue.Queue = queue.Queue()
         latest: dict = {}  # the newest step and preview, read whenever the loop below wakes
-        posted = {"step": 0.0, "preview": 0.0}
+        # The first preview comes one interval into the run, not at its first step: a run shorter than that needs
+        # none (the image itself comes next), and each one sent costs the run ~10 ms on 2 cores.
+        posted = {"step": 0.0, "preview": time.monotonic()}
 
         def post(kind: str, value, every: float) -> None:
             # The loop is woken at most once per ``every`` for each kind, not at every step: each wake-up
