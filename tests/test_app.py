@@ -153,3 +153,11 @@ def test_first_start_opens_the_suggested_setup(tmp_path):
     again = TestClient(app.create_app(Settings(data_dir=data, engines="fake")), base_url=LOCAL).get("/config").json()
     profile = next(c for c in again["components"] if c.get("props", {}).get("elem_id") == "profile")
     assert profile["props"]["open"] is False
+
+
+def test_uvicorn_parses_http_with_httptools():
+    """uvicorn falls back to the pure-Python h11 parser when httptools is missing, which cost each /v1 first
+    token through Melange about 3 ms (bench/api.py's remote section): httptools is a dependency for that."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
