@@ -366,9 +366,7 @@ def run_request(
         batch = [replace(params, seed=s) for s in seeds[first : first + size]]
         events: queue.Queue = queue.Queue()
         latest: dict = {}  # the newest step and preview, read whenever the loop below wakes
-        # The first preview comes one interval into the run, not at its first step: a run shorter than that needs
-        # none (the image itself comes next), and each one sent costs the run ~10 ms on 2 cores.
-        posted = {"step": 0.0, "preview": time.monotonic()}
+        posted = {"step": 0.0, "preview": 0.0}  # the first preview at the first step: every run shows one
 
         def post(kind: str, value, every: float) -> None:
             # The loop is woken at most once per ``every`` for each kind, not at every step: each wake-up
