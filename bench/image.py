@@ -1,6 +1,6 @@
 """Image benchmark: the app's end-to-end latency through its API vs raw diffusers, same pipeline and settings.
 
-    python bench/image.py [--runs 5]
+    python bench/image.py [--runs 5] [--only base|addons] [--addons lora,inpaint,…] [--addon-size 256]
 
 Prints JSON: per configuration, the median seconds per image through the running app's ``/generate`` API
 (request, queue, generation, PNG with recipe, answer) and for the same pipeline called directly, and their
@@ -16,7 +16,9 @@ with random weights (same layer shapes as stabilityai/sd-turbo, so the same cost
 
 "addons" times each path of issue #14 (LoRA, inpainting, outpainting, hi-res fix, ControlNet, Lanczos and
 super-resolution upscaling) on the event stream against the same work done with diffusers directly, with
-tiny add-ons built like the demo pipeline. ``--only addons`` runs just those.
+tiny add-ons built like the demo pipeline. ``--only addons`` runs just those; ``--addon-size 512`` runs them at
+512² (SD 1.5's own size) instead of 256², where a run of 0.4 s makes the app's fixed cost per request
+(the event stream's round trip, the PNG with its recipe: 15-30 ms) 4-7% of it.
 """
 
 from __future__ import annotations
@@ -189,9 +191,26 @@ ADDON_CONFIGS = [
 ]  # fmt: skip
 
 
-def addon_assets(folder: Path) -> dict:
+def addon_configs(size: int) -> list[dict]:
+    """The add-on configs at ``size``² (the hi-res fix from half that; the ×4 upscaler always from 64²)."""
+    if size == 256:
+        return ADDON_CONFIGS
+    out = []
+    for config in ADDON_CONFIGS:
+        config = dict(config)
+        if config["kind"] == "hires":
+            config.update(width=size // 2, height=size // 2, name=f"hi-res fix {size // 2}²→{size}² latent")
+        elif config["kind"] == "lanczos":
+            config.update(width=size, height=size, name=f"upscale ×2 Lanczos {size}²→{2 * size}²")
+        elif config["kind"] != "sr":
+            config.update(width=size, height=size, name=config["name"].replace("256²", f"{size}²"))
+        out.append(config)
+    return out
+
+
+def addon_assets(folder: Path, size: int = 256) -> dict:
     """What the add-on runs need, built like the tiny pipeline: a LoRA, a ControlNet, the ×4 upscaler in a
-    models folder the app is pointed at, and a start image and mask."""
+    models folder the app is pointed at, and a start image and mask at ``size``²."""
     from PIL import Image
 
     from engines.image.tiny_pipeline import build_tiny_controlnet, build_tiny_lora, build_tiny_pipeline
@@ -201,10 +220,10 @@ def addon_assets(folder: Path) -> dict:
     build_tiny_lora(models / "bench-lora.safetensors")
     build_tiny_controlnet(models / "bench-controlnet")
     build_tiny_pipeline(models / "melange-tiny-upscaler-x4", "sd-upscaler")
-    start = Image.radial_gradient("L").resize((256, 256)).convert("RGB")
+    start = Image.radial_gradient("L").resize((size, size)).convert("RGB")
     start.save(folder / "start.png")
-    mask = Image.new("L", (256, 256), 0)
-    mask.paste(255, (64, 64, 192, 192))
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (size // 4, size // 4, size * 3 // 4, size * 3 // 4))
     mask.save(folder / "mask.png")
     return {"models": models, "start": folder / "start.png", "mask": folder / "mask.png"}
 
@@ -259,9 +278,10 @@ def _raw_addon_run(pipes: dict, assets: dict, config: dict, seed: int) -> float:
         start = Image.open(assets["start"]).convert("RGB")
         mask = Image.open(assets["mask"]).convert("L")
         if kind == "outpaint":
+            width, height = start.size
             start = Image.fromarray(np.pad(np.asarray(start), ((0, 0), (0, 64), (0, 0)), mode="edge"))
             mask = Image.new("L", start.size, 0)
-            mask.paste(255, (256 - 4, 0, 320, 256))
+            mask.paste(255, (width - 4, 0, width + 64, height))
         mask = mask.filter(ImageFilter.GaussianBlur(4))
         out = call(pipes["inpaint"], image=start, mask_image=mask, strength=1.0, width=start.width, height=start.height)
         image = Image.composite(out[0], start, mask)
@@ -302,10 +322,10 @@ def addon_controls(config: dict, seed: int, uploaded: dict) -> list:
     return [values[n] for n in inspect.signature(read_controls).parameters]
 
 
-def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None) -> list[dict]:
+def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None, size: int = 256) -> list[dict]:
     import httpx
 
-    assets = lowered(addon_assets, folder.parent / "addons")
+    assets = lowered(addon_assets, folder.parent / "addons", size)
     pipes = lowered(raw_addon_pipes, folder, assets)
     out = []
     with running_app("--device", "cpu", "--models-dir", str(assets["models"])) as url, httpx.Client(base_url=url, timeout=600) as http:
@@ -315,7 +335,7 @@ def bench_addons(folder: Path, runs: int, kinds: list[str] | None = None) -> lis
             with open(assets[name], "rb") as f:
                 path = http.post("/gradio_api/upload", files={"files": (f"{name}.png", f, "image/png")}).json()[0]
             uploaded[name] = {"path": path, "orig_name": f"{name}.png", "meta": {"_type": "gradio.FileData"}}
-        for config in [c for c in ADDON_CONFIGS if not kinds or c["kind"] in kinds]:
+        for config in [c for c in addon_configs(size) if not kinds or c["kind"] in kinds]:
             print(f"bench: {config['name']}", file=sys.stderr, flush=True)
             sse_call(http, fn_index, addon_controls(config, 0, uploaded), session)  # warm-up: load, allocate
             raw_addon_run(pipes, assets, config, 0)
@@ -339,6 +359,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=["base", "addons"], help="run one half only")
     parser.add_argument("--addons", help="the add-on paths to time, by kind (lora,inpaint,outpaint,hires,controlnet,lanczos,sr); all by default")
+    parser.add_argument("--addon-size", type=int, default=256, help="the add-on paths' image side (the hi-res fix starts from half; 512: SD 1.5's own size)")
     args = parser.parse_args()
     # The raw side's torch waits for its threads as the app's does (a short spin, then sleep: see
     # engines.priority.load_torch_with_sleeping_waits), so the ratio is the app's own cost.
@@ -356,7 +377,7 @@ def main() -> None:
             results["configs"] += bench(tiny, CPU_CONFIGS, "cpu", args.runs, [])
             results["client_floor_s"] = client_floor(args.runs * 4)
         if args.only != "base":
-            results["addons"] = bench_addons(tiny, args.runs, args.addons.split(",") if args.addons else None)
+            results["addons"] = bench_addons(tiny, args.runs, args.addons.split(",") if args.addons else None, args.addon_size)
         if torch.cuda.is_available() and args.only != "addons":
             results["gpu"] = torch.cuda.get_device_name()
             turbo = lowered(sd_turbo_random, Path(tmp) / "sd-turbo-random")
