@@ -30,7 +30,7 @@ from engines.speech.recordings import repair_recordings
 from engines.remote_http import REMOTE_DEVICE
 from engines.residency import ResidencyManager, parse_size
 from engines.speech.speakers import SpeakerLabeler
-from server import lan, queue_wake
+from server import cache_sweep, lan, queue_wake
 from server.guard import principal_of
 from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
@@ -218,6 +218,13 @@ def build_documents(settings: Settings, access: Access) -> ui.documents.Document
     return ui.documents.Documents(index, indexer, embedder, settings.data_dir / "documents", access)
 
 
+def cache_sweep_times(settings: Settings) -> tuple[int, int]:
+    """How often Gradio's cache is swept, and the age past which a cached file goes, in seconds. Every tenth of
+    the age: between sweeps the cache holds at most 1.1 ages of files (every half age: up to 1.5)."""
+    age = int(settings.cache_minutes * 60)
+    return max(10, min(600, age // 10)), age
+
+
 def build_app(
     settings: Settings,
     engines: Engines,
@@ -236,11 +243,11 @@ def build_app(
     access = access or Access(settings.data_dir, limits=limits(settings))
     documents = documents or build_documents(settings, access)
     # Gradio copies every upload and every file it serves into its cache; without an age they pile up for as
-    # long as the server runs (1,000 requests: +90 MB). The originals live in the data folder. Swept every
-    # tenth of the age: between sweeps the cache holds up to 1.1 ages of files, where a sweep every half age
-    # let it swing between 1 and 1.5 (bench/load.py's soak: 33-42 MB at a 5-minute age).
-    age = int(settings.cache_minutes * 60)
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(10, min(600, age // 10)), age)) as blocks:
+    # long as the server runs (1,000 requests: +90 MB). The originals live in the data folder. Gradio's own
+    # sweep stops at its first race (server/cache_sweep.py, started by main); it stays on for the shutdown,
+    # when it deletes the whole cache.
+    every, age = cache_sweep_times(settings)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(age, age)) as blocks:
         if sharing is not None:
             ui.share.header(blocks, sharing)
         gr.Markdown(f"# {TITLE}\nChat, images and transcription, running on this machine.")
@@ -354,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.engines == "real":
         priority.load_torch_with_sleeping_waits()
     app = create_app(settings)
+    cache_sweep.start(app.state.blocks, *cache_sweep_times(settings))
     sharing: lan.Sharing = app.state.sharing
     import uvicorn
 
