@@ -298,7 +298,7 @@ def process_figures(pid: int, data_dir: Path, url: str) -> dict:
 def soak(app: App, count: int, clip: Path, workdir: Path, cache_seconds: float) -> dict:
     """``count`` mixed requests, 2 at a time. Figures every 100; the warm-up lasts at least a tenth of the
     requests and one lifetime of Gradio's cached files plus a sweep (before that the cache can only grow), and
-    growth is the end and the widest swing after warm-up, each against the figures at its end."""
+    growth is the end and the widest swing after warm-up, each against the figures at the warm-up's end."""
     warm_up_seconds = cache_seconds * 1.1 + 10
     figures, failures, crossed = {}, 0, 0
     lock = threading.Lock()
