@@ -294,8 +294,8 @@ class ChatPanel:
                 sources[reply.id] = self.sources_under(reply.id, conversation_id)
             item = to_chatbot([reply], self.remote_images)[0]
             item["content"] += sources[reply.id]
-            # The stats line under the chatbot is "" while the reply streams (set above): "" again costs Gradio
-            # nothing, where a skip makes it build a new component for every update.
+            # The stats line under the chatbot is "" while the reply streams (set above); the other outputs are
+            # skipped, which costs nothing (server/skips.py).
             return [*shown, item], gr.skip(), gr.skip(), stats_line(reply.stats) if reply.stats else "", gr.skip()
 
         interval, last_shown, held = UPDATE_EVERY_SECONDS, 0.0, None
