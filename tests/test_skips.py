@@ -4,12 +4,19 @@ component, and every other output (a value, a skip that sets a property, a gr.St
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 import gradio as gr
 import pytest
 from gradio.state_holder import SessionState
 
 from server import skips
+
+
+def run(coroutine):
+    """The coroutine's result, on an event loop of its own (a browser test before may leave one running here)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def blocks():
@@ -43,18 +50,19 @@ def dumped(values):
 
 @pytest.mark.parametrize("case", range(len(cases())))
 def test_the_answer_and_the_session_state_are_gradios(case):
-    async def run(install: bool):
+    async def answer(install: bool):
         demo = blocks()
         if install:
             skips.install(demo)
         fn = next(f for f in demo.fns.values() if f.api_name == "all")
         state = SessionState(demo)
-        answer = await demo.postprocess_data(fn, cases()[case], state)
+        out = await demo.postprocess_data(fn, cases()[case], state)
         kept = state[[o for o in fn.outputs if o.stateful][0]._id] if any(o._id in state.state_data for o in fn.outputs) else None
-        shown = {o.elem_id or type(o).__name__: state.config_values.get(o._id, {}).get("props", {}).get(k) for o in fn.outputs for k in ("visible", "value")}
-        return dumped(answer), kept, shown
+        props = {type(o).__name__: state.config_values.get(o._id, {}).get("props", {}) for o in fn.outputs}
+        shown = {(name, k): p.get(k) for name, p in props.items() for k in ("visible", "value")}
+        return dumped(out), kept, shown
 
-    gradio, ours = asyncio.run(run(False)), asyncio.run(run(True))
+    gradio, ours = run(answer(False)), run(answer(True))
     assert ours[0] == gradio[0]
     assert ours[1] == gradio[1]  # a gr.State output keeps Gradio's handling
     # A property a skip sets (and a value) lands in the session's config as with Gradio alone.
@@ -67,7 +75,7 @@ def test_a_bare_skip_rebuilds_no_component(monkeypatch):
     fn = next(f for f in demo.fns.values() if f.api_name == "all")
     built = []
     monkeypatch.setattr(gr.Gallery, "__init__", lambda self, *a, **k: built.append(k) or (_ for _ in ()).throw(AssertionError("rebuilt")))
-    answer = asyncio.run(demo.postprocess_data(fn, [gr.skip()] * 5 + [[1]], SessionState(demo)))
+    answer = run(demo.postprocess_data(fn, [gr.skip()] * 5 + [[1]], SessionState(demo)))
     assert answer[:5] == [{"__type__": "update"}] * 5 and built == []
 
 
@@ -75,5 +83,5 @@ def test_one_output_is_gradios_own_path():
     demo = blocks()
     skips.install(demo)
     fn = next(f for f in demo.fns.values() if f.api_name == "one")
-    assert asyncio.run(demo.postprocess_data(fn, "**hi**", SessionState(demo))) == ["**hi**"]
-    assert asyncio.run(demo.postprocess_data(fn, gr.skip(), SessionState(demo))) == [{"__type__": "update"}]
+    assert run(demo.postprocess_data(fn, "**hi**", SessionState(demo))) == ["**hi**"]
+    assert run(demo.postprocess_data(fn, gr.skip(), SessionState(demo))) == [{"__type__": "update"}]
