@@ -19,6 +19,11 @@ import functools
 BARE_SKIP = {"__type__": "update"}
 
 
+def _is_bare_skip(value) -> bool:
+    # A dict first: comparing a value such as a DataFrame with a dict is not a plain True or False.
+    return isinstance(value, dict) and value == BARE_SKIP
+
+
 def install(blocks) -> None:
     """Wraps this Blocks' ``postprocess_data`` (an attribute of the instance, so other apps are untouched)."""
     original = blocks.postprocess_data
@@ -26,12 +31,12 @@ def install(blocks) -> None:
     @functools.wraps(original)
     async def postprocess_data(block_fn, predictions, state):
         outputs = block_fn.outputs
-        if predictions == BARE_SKIP and len(outputs) > 1:  # one skip for every output, as Gradio allows
+        if _is_bare_skip(predictions) and len(outputs) > 1:  # one skip for every output, as Gradio allows
             predictions = [BARE_SKIP] * len(outputs)
         # One output: Gradio takes the prediction itself as its value (a list is a value there).
         if len(outputs) < 2 or getattr(block_fn, "batch", False) or not isinstance(predictions, (list, tuple)) or len(predictions) != len(outputs):
             return await original(block_fn, predictions, state)
-        bare = [i for i, (p, block) in enumerate(zip(predictions, outputs)) if p == BARE_SKIP and not getattr(block, "stateful", False)]
+        bare = [i for i, (p, block) in enumerate(zip(predictions, outputs)) if _is_bare_skip(p) and not getattr(block, "stateful", False)]
         if not bare:
             return await original(block_fn, predictions, state)
         kept = [i for i in range(len(outputs)) if i not in bare]

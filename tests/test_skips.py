@@ -44,6 +44,18 @@ def cases():  # made anew for each run: Gradio takes updates apart as it reads t
     ]
 
 
+def test_a_value_that_compares_oddly_with_a_dict_is_a_value():
+    import pandas as pd
+
+    with gr.Blocks() as demo:
+        table, text = gr.DataFrame(), gr.Markdown()
+        gr.Button().click(lambda: None, None, [table, text], api_name="t")
+    skips.install(demo)
+    fn = next(iter(demo.fns.values()))
+    answer = run(demo.postprocess_data(fn, [pd.DataFrame({"a": [1, 2]}), gr.skip()], SessionState(demo)))
+    assert answer[1] == {"__type__": "update"} and "a" in str(answer[0])
+
+
 def dumped(values):
     return [v.model_dump() if hasattr(v, "model_dump") else v for v in values]
 
