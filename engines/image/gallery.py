@@ -93,9 +93,6 @@ class Gallery:
                 return folder / name
         return None
 
-    def _number(self, path: Path) -> int:
-        return _number_of(path.name)
-
     def save(self, result: ImageResult) -> Path:
         image = result.image
         assert isinstance(image, Image.Image)
