@@ -30,7 +30,7 @@ from engines.speech.recordings import repair_recordings
 from engines.remote_http import REMOTE_DEVICE
 from engines.residency import ResidencyManager, parse_size
 from engines.speech.speakers import SpeakerLabeler
-from server import cache_sweep, lan, queue_wake, skips, static_files
+from server import cache_sweep, lan, queue_analytics, queue_wake, skips, static_files
 from server.guard import principal_of
 from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
@@ -330,6 +330,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     app.include_router(queue_router(lambda: blocks))
     app.state.queue_wake = queue_wake.install(blocks)  # the queue sleeps until there is work (not 1,100 polls a second)
     skips.install(blocks)  # gr.skip() is sent as it is, not rebuilt into a component each time
+    queue_analytics.install(blocks)  # no pandas summary of past events after each one, for a dashboard never served
     # /v1, before the page at "/"; the documents' embedding model answers /v1/embeddings
     app.include_router(openai_router(engines, blocks, access, settings.max_upload_mb, embedder=documents.embedder))
     run_remote_jobs_side_by_side(blocks, engines, settings.remote_concurrency)
