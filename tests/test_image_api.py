@@ -40,8 +40,14 @@ def pictures(tmp_path_factory):
     mask.save(folder / "mask.png")
     Image.new("L", (64, 64), 255).save(folder / "white.png")
     Image.new("L", (64, 64), 0).save(folder / "black.png")
+    # A painted layer: white everywhere, opaque only where to redraw (its brightness alone says "everything").
+    layer = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    layer.paste((255, 255, 255, 255), (20, 20, 44, 44))
+    layer.save(folder / "layer.png")
+    mask.convert("RGBA").save(folder / "opaque-rgba.png")  # black and white, with an alpha channel that is all opaque
     (folder / "notes.png").write_text("not an image")
-    return {name: str(folder / f"{name}.png") for name in ("start", "mask", "notes", "white", "black")}
+    names = ("start", "mask", "layer", "opaque-rgba", "notes", "white", "black")
+    return {name: str(folder / f"{name}.png") for name in names}
 
 
 def generate(client, **values):
@@ -59,6 +65,16 @@ def test_inpainting_through_the_api_with_a_mask_image(client, pictures):
     assert out.crop((24, 24, 40, 40)).tobytes() != start.crop((24, 24, 40, 40)).tobytes()
     recipe = read_recipe(files[0])
     assert recipe["mask_image"] and recipe["init_image"] and "inpainted" in summary["info"]
+
+
+@pytest.mark.parametrize("mask", ["layer", "opaque-rgba"])
+def test_a_mask_with_an_alpha_channel_reaches_the_engine_as_sent(client, pictures, mask):
+    # Gradio's Image input turns other modes into RGB by default, re-encoding the file: a painted layer lost the
+    # transparency that is its mask and read as all white ("covers the whole image").
+    files, _ = generate(client, init_image=handle_file(pictures["start"]), mask=handle_file(pictures[mask]), strength=1.0, mask_blur=0)
+    out, start = Image.open(files[0]).convert("RGB"), Image.open(pictures["start"])
+    assert out.crop((0, 0, 64, 16)).tobytes() == start.crop((0, 0, 64, 16)).tobytes(), "outside the mask: kept"
+    assert out.crop((24, 24, 40, 40)).tobytes() != start.crop((24, 24, 40, 40)).tobytes(), "inside the mask: redrawn"
 
 
 def test_lora_hires_controlnet_and_upscale_through_the_api(client, pictures):

@@ -141,6 +141,19 @@ def test_only_the_masked_area_is_redrawn_at_full_resolution_into_the_big_image(e
     assert np.abs(out[32:48, 112:128] - start[32:48, 112:128]).mean() > 10
 
 
+def test_a_photo_stored_sideways_is_read_upright_and_its_mask_fits(tmp_path):
+    from engines.image.inpaint import ORIENTATION, open_mask, read_image
+
+    stored = Image.new("RGB", (48, 64), (200, 10, 10))  # what the camera wrote: turned 90°
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # "rotate 90° clockwise to show"
+    stored.save(tmp_path / "photo.jpg", exif=exif)
+    photo = read_image(str(tmp_path / "photo.jpg"), "start image")
+    assert photo.size == (64, 48)
+    Image.new("L", (64, 48), 255).save(tmp_path / "mask.png")  # painted over the photo as the browser shows it
+    assert open_mask(str(tmp_path / "mask.png"), photo.size).size == (64, 48)
+
+
 @pytest.mark.parametrize(
     "mask, message",
     [

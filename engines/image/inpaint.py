@@ -11,6 +11,8 @@ from pathlib import Path
 
 from engines.base import MAX_INPUT_PIXELS, MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, ImageParams, InputError
 
+ORIENTATION = 0x0112  # the EXIF tag saying how a stored image is turned
+
 
 def check_pixels(size: tuple[int, int], named: str) -> None:
     """Refuse an image claiming more than MAX_INPUT_PIXELS, from its header, before it is decoded."""
@@ -23,15 +25,17 @@ def check_pixels(size: tuple[int, int], named: str) -> None:
 
 
 def read_image(path: str, what: str):
-    """Any image PIL reads, loaded; a file that is not one is an InputError naming ``what`` it was for."""
-    from PIL import Image, UnidentifiedImageError
+    """Any image PIL reads, loaded and turned upright as its EXIF orientation says (a phone's photo is stored
+    sideways; the browser shows it upright, and a mask is painted over it so); a file that is not an image is an
+    InputError naming ``what`` it was for."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = Path(path).name
     try:
         with Image.open(path) as im:
             check_pixels(im.size, f"The {what} {name}")
             im.load()
-            return im.copy()
+            return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im.copy()
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise InputError(f"The {what} {name} is not an image that can be read (PNG, JPEG, WebP…).") from e
     except OSError as e:
@@ -46,9 +50,12 @@ def open_mask(path: str, size: tuple[int, int]):
             f"The mask is {image.size[0]}×{image.size[1]} but the start image is {size[0]}×{size[1]}: "
             "paint the mask over the start image itself."
         )
+    alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        mask = image.convert("RGBA").getchannel("A")
-    else:
+        alpha = image.convert("RGBA").getchannel("A")
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        mask = alpha
+    else:  # no transparency at all (an opaque black-and-white image saved with an alpha channel): its brightness
         mask = image.convert("L")
     return mask.point(lambda v: 255 if v >= 128 else 0)
 
