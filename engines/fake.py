@@ -160,7 +160,7 @@ class FakeImageEngine(_FakeBase):
             if on_step:
                 on_step(step + 1, total)
             if on_preview:
-                on_preview(Image.new("RGB", (8, 8), (step * 10 % 256, 0, 0)))
+                on_preview(lambda step=step: Image.new("RGB", (8, 8), (step * 10 % 256, 0, 0)))
             if cancel is not None and cancel.is_set() and step + 1 < total:
                 raise Cancelled(f"Cancelled after step {step + 1} of {total}.")
         results = []

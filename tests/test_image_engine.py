@@ -242,7 +242,7 @@ def test_a_batch_must_share_all_but_the_seed(engine):
 
 def test_previews_come_every_step(engine):
     previews = []
-    engine.generate(replace(SMALL, steps=3), on_preview=previews.append)
+    engine.generate(replace(SMALL, steps=3), on_preview=lambda draw: previews.append(draw()))
     assert len(previews) == 3
     assert all(p.mode == "RGB" and p.size == (8, 8) for p in previews), "latent-sized: the page scales it up"
     assert previews[0].tobytes() != previews[-1].tobytes(), "the preview follows the denoising"

@@ -86,6 +86,25 @@ def test_previews_are_sent_while_generating(tmp_path, monkeypatch):
     assert picture.format == "JPEG" and picture.size[0] > 0, "inlined as a small JPEG: no file, no second request"
 
 
+def test_only_the_previews_the_page_shows_are_drawn(tmp_path):
+    engine, offered, drawn = FakeImageEngine(), [], []
+    original = engine.generate_batch
+
+    def generate_batch(batch, on_step=None, on_preview=None, **kw):
+        def counted(draw):
+            offered.append(draw)
+            on_preview(lambda: (drawn.append(1), draw())[1])
+
+        return original(batch, on_step, on_preview=counted, **kw)
+
+    engine.generate_batch = generate_batch
+    updates = run(tmp_path, engine=engine, steps=50)
+    assert len(offered) == 50, "every step offers one"
+    # 50 steps of the fake engine take milliseconds: the first step's preview, and more only as time passes.
+    assert 1 <= len(drawn) < 10, "each drawn preview is torch work on the engine's thread"
+    assert any(isinstance(u[0], str) and u[0].startswith("<img") for u in updates), "the drawn one is shown"
+
+
 def test_cancel_stops_the_run_and_says_so(tmp_path):
     cancel = threading.Event()
     engine = FakeImageEngine(delay=0.01)

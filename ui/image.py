@@ -377,7 +377,12 @@ def run_request(
                 posted[kind] = now
                 events.put((kind,))
 
-        on_preview = (lambda im: post("preview", im, PREVIEW_INTERVAL)) if previews else None
+        def draw_preview(draw) -> None:
+            # Drawn only when it will be posted: each is torch work on the engine's own thread.
+            if time.monotonic() - posted["preview"] >= PREVIEW_INTERVAL:
+                post("preview", draw(), PREVIEW_INTERVAL)
+
+        on_preview = draw_preview if previews else None
 
         def on_step(done: int, total: int) -> None:
             post("step", (done, total), STEP_INTERVAL)

@@ -180,7 +180,8 @@ class StepReporter:
         if self.on_step:
             self.on_step(done, total)
         if self.on_preview and "latents" in callback_kwargs:
-            self.on_preview(self.preview(callback_kwargs["latents"], self.xl))
+            latents, xl = callback_kwargs["latents"], self.xl
+            self.on_preview(lambda: self.preview(latents, xl))
         if self.cancel is not None and self.cancel.is_set() and done < total:
             raise Stop(f"Cancelled after step {done} of {total}.")
         return callback_kwargs
