@@ -30,7 +30,7 @@ from engines.speech.recordings import repair_recordings
 from engines.remote_http import REMOTE_DEVICE
 from engines.residency import ResidencyManager, parse_size
 from engines.speech.speakers import SpeakerLabeler
-from server import cache_sweep, lan, queue_analytics, queue_wake, skips, static_files
+from server import cache_sweep, inline_values, lan, queue_analytics, queue_wake, skips, static_files
 from server.guard import principal_of
 from server.openai_api import openai_router
 from server.queue_status import POLL_SCRIPT, queue_router
@@ -315,6 +315,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     # which is the guard's business (server/gradio_rules.py).
     gr.set_static_paths([images_dir])
     static_files.install()  # ...and Gradio's check that a file is one of them is made once per file, not per send
+    inline_values.install()  # a slider's or a dropdown's value is checked in place, not in a worker thread each
 
     app = FastAPI(title=TITLE, version=version())
 
