@@ -8,7 +8,8 @@ hand-offs (measured in-process with the fake engines), and 6-7 ms in the running
 started, on the cores the engines use.
 
 Here the components whose processing is a plain value check (exactly the classes below: a subclass may do
-more) are processed on the event loop, inputs (``PREPROCESS_INLINE``) and outputs (``POSTPROCESS_INLINE``).
+more) are processed on the event loop, inputs (``PREPROCESS_INLINE``) and outputs (``POSTPROCESS_INLINE``), and so
+is a file input left empty (``EMPTY_INLINE``: the image panel's start, mask and control images, most runs).
 Text that may be long is not among the outputs. Every other component keeps its thread. Gradio's
 ``gradio.blocks`` module calls ``anyio.to_thread.run_sync`` for these and for a handler that is a plain
 function, which also keeps its thread.
@@ -23,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 PREPROCESS_INLINE = ("Slider", "Number", "Dropdown", "Radio", "Checkbox", "CheckboxGroup", "Textbox")
+EMPTY_INLINE = ("Image", "ImageEditor", "File", "Audio")  # ...and these when nothing was sent: None stays None
 POSTPROCESS_INLINE = ("Slider", "Number", "Dropdown", "Radio", "Checkbox", "CheckboxGroup")
 
 
@@ -38,6 +40,7 @@ class _ToThread(types.ModuleType):
     def __init__(self) -> None:
         super().__init__("anyio.to_thread")
         self.inline = {"preprocess": _classes(PREPROCESS_INLINE), "postprocess": _classes(POSTPROCESS_INLINE)}
+        self.inline_empty = _classes(EMPTY_INLINE)
         self.inlined = 0  # for the tests
 
     def __getattr__(self, name):
@@ -46,7 +49,8 @@ class _ToThread(types.ModuleType):
     async def run_sync(self, func, *args, **kwargs):
         # A component's own method, or a wrapper of one (functools.wraps: ui.common names a control's errors).
         owner = getattr(inspect.unwrap(func), "__self__", None)
-        if type(owner) in self.inline.get(getattr(func, "__name__", ""), ()):
+        name = getattr(func, "__name__", "")
+        if type(owner) in self.inline.get(name, ()) or (name == "preprocess" and args == (None,) and type(owner) in self.inline_empty):
             self.inlined += 1
             return func(*args)
         return await anyio.to_thread.run_sync(func, *args, **kwargs)

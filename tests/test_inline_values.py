@@ -51,10 +51,24 @@ def test_plain_values_are_processed_in_place_with_gradios_result(hook, monkeypat
     values = [4, 2.5, "DPM++ 2M", "a red fox", True, None]
     before = hook.inlined
     inline = preprocess(blocks(), values)
-    assert hook.inlined - before == 5, "five plain inputs in place; the image keeps its thread"
+    assert hook.inlined - before == 6, "five plain inputs and an empty image in place"
     monkeypatch.setattr(hook, "inline", {})  # Gradio's own way: every input in a worker thread
+    monkeypatch.setattr(hook, "inline_empty", frozenset())
     threaded = preprocess(blocks(), values)
     assert inline == threaded == [4, 2.5, "DPM++ 2M", "a red fox", True, None]
+
+
+def test_a_sent_image_keeps_its_thread(hook, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "start.png")
+    sent = {"path": str(tmp_path / "start.png"), "orig_name": "start.png", "meta": {"_type": "gradio.FileData"}}
+    demo = blocks()
+    before = hook.inlined
+    fn = next(iter(demo.fns.values()))
+    out = run(demo.preprocess_data(fn, [4, 2.5, "Euler", "", False, sent], SessionState(demo), explicit_call=True))
+    assert hook.inlined - before == 5, "the image was read in a worker thread"
+    assert Image.open(out[5]).size == (8, 8)
 
 
 @pytest.mark.parametrize(
