@@ -10,7 +10,7 @@ started, on the cores the engines use.
 Here the components whose processing is a plain value check (exactly the classes below: a subclass may do
 more) are processed on the event loop, inputs (``PREPROCESS_INLINE``) and outputs (``POSTPROCESS_INLINE``), and so
 is a file input left empty (``EMPTY_INLINE``: the image panel's start, mask and control images, most runs).
-Text that may be long is not among the outputs. Every other component keeps its thread. Gradio's
+Text that may be long (a transcript in a Textbox or Markdown) is not among the outputs. Every other component keeps its thread. Gradio's
 ``gradio.blocks`` module calls ``anyio.to_thread.run_sync`` for these and for a handler that is a plain
 function, which also keeps its thread.
 """
@@ -25,7 +25,8 @@ import anyio.to_thread
 
 PREPROCESS_INLINE = ("Slider", "Number", "Dropdown", "Radio", "Checkbox", "CheckboxGroup", "Textbox")
 EMPTY_INLINE = ("Image", "ImageEditor", "File", "Audio")  # ...and these when nothing was sent: None stays None
-POSTPROCESS_INLINE = ("Slider", "Number", "Dropdown", "Radio", "Checkbox", "CheckboxGroup")
+# HTML: returned as it is after one regex search for a <script> tag (the image panel's step previews, ~3 KB).
+POSTPROCESS_INLINE = ("Slider", "Number", "Dropdown", "Radio", "Checkbox", "CheckboxGroup", "HTML")
 
 
 def _classes(names: tuple[str, ...]) -> frozenset[type]:

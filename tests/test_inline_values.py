@@ -88,6 +88,19 @@ def test_a_bad_value_is_the_same_clear_error_in_place(hook, index, value, messag
     assert hook.inlined > before
 
 
+def test_plain_outputs_are_processed_in_place_with_gradios_result(hook, monkeypatch):
+    with gr.Blocks() as demo:
+        outputs = [gr.HTML(), gr.Number(), gr.Markdown(), gr.Slider(0, 10)]
+        gr.Button().click(lambda: None, None, outputs, api_name="out")
+    fn = next(iter(demo.fns.values()))
+    values = ['<img src="data:image/jpeg;base64,AAAA" alt="Preview">', 3, "**done**", 7]
+    before = hook.inlined
+    inline = run(demo.postprocess_data(fn, list(values), SessionState(demo)))
+    assert hook.inlined - before == 3, "HTML, Number and Slider in place; Markdown (text of any length) in a thread"
+    monkeypatch.setattr(hook, "inline", {})
+    assert run(demo.postprocess_data(fn, list(values), SessionState(demo))) == inline
+
+
 def test_handlers_and_other_work_still_run_in_a_worker_thread(hook):
     import gradio.blocks
 
