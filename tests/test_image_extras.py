@@ -152,6 +152,11 @@ def test_a_photo_stored_sideways_is_read_upright_and_its_mask_fits(tmp_path):
     assert photo.size == (64, 48)
     Image.new("L", (64, 48), 255).save(tmp_path / "mask.png")  # painted over the photo as the browser shows it
     assert open_mask(str(tmp_path / "mask.png"), photo.size).size == (64, 48)
+    # The recipe's kept copy is upright too, so a restored recipe starts from the same picture.
+    from engines.image.gallery import Gallery
+
+    kept = Gallery(tmp_path / "gallery").keep_source(tmp_path / "photo.jpg")
+    assert read_image(str(kept), "start image").size == (64, 48)
 
 
 @pytest.mark.parametrize(

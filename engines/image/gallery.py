@@ -16,9 +16,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engines.base import IMAGE_INPUTS, ImageResult
+from engines.image.inpaint import ORIENTATION
 from engines.image.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
@@ -135,7 +136,8 @@ class Gallery:
     def keep_source(self, path: str | Path) -> Path:
         """An input image (img2img start, mask, control image), kept under ``sources/`` as PNG by its content's
         hash: the upload it came from is a temporary file, and one source used for many images is kept once.
-        Re-encoded, so whatever was uploaded, only plain pixels are stored."""
+        Re-encoded, so whatever was uploaded, only plain pixels are stored: upright, as the run read them (a
+        photo's EXIF orientation does not survive into the PNG, so it is applied here)."""
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
         if key in self._kept and self._kept[key].is_file():
@@ -143,7 +145,8 @@ class Gallery:
         buffer = io.BytesIO()
         with Image.open(path) as im:
             im.load()
-            keep = im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+            upright = ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
+            keep = upright if upright.mode in ("RGB", "RGBA", "L", "LA") else upright.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
             keep.save(buffer, format="PNG")
         data = buffer.getvalue()
         target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")
