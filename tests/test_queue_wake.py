@@ -1,12 +1,16 @@
-"""Gradio's queue sleeps while idle and is woken by work (server/queue_wake.py): in-process, fake engines."""
+"""Gradio's queue, in-process with fake engines: it sleeps while idle and is woken by work (server/queue_wake.py),
+and it builds no pandas summary of past events after each one nor keeps a growing record of them, for a
+monitoring dashboard Melange refuses (server/queue_analytics.py)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 
 import pytest
 from fastapi.testclient import TestClient
+from gradio.queueing import Queue
 
 import app
 from server import queue_wake
@@ -51,3 +55,33 @@ def test_a_job_wakes_the_queue_and_runs(client):
 def test_jobs_one_after_another_all_run(client):
     replies = [chat(client, f"message {i}") for i in range(5)]
     assert all(replies)
+
+
+def test_events_end_without_a_summary_of_past_events(client, monkeypatch):
+    frames = []
+    monkeypatch.setattr(Queue, "_get_df", staticmethod(lambda records: frames.append(len(records))))
+    queue = client.app.state.blocks._queue
+    replies = [chat(client, f"message {i}") for i in range(6)]
+    assert all(replies)
+    assert frames == [], "Gradio's queue built its analytics DataFrame"
+    assert len(queue.event_analytics) <= 1, "past events are still kept for the dashboard"
+
+
+def test_the_monitoring_dashboard_stays_refused(client):
+    for path in ("/monitoring", "/monitoring/summary", "/gradio_api/monitoring"):
+        assert client.get(path).status_code in (403, 404), path
+
+
+def test_other_work_given_to_the_queue_module_still_runs_in_a_thread(client):
+    import threading
+
+    import anyio
+    import gradio.queueing
+
+    from server import queue_analytics
+
+    assert gradio.queueing.run_sync is queue_analytics._run_sync
+    # On a thread of its own: a browser test before may leave an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        caller, ran_in = pool.submit(lambda: (threading.get_ident(), anyio.run(gradio.queueing.run_sync, threading.get_ident))).result()
+    assert ran_in != caller
