@@ -16,10 +16,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engines.base import IMAGE_INPUTS, ImageResult
-from engines.image.inpaint import ORIENTATION
+from engines.image.inpaint import upright
 from engines.image.recipe import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
@@ -145,8 +145,8 @@ class Gallery:
         buffer = io.BytesIO()
         with Image.open(path) as im:
             im.load()
-            upright = ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
-            keep = upright if upright.mode in ("RGB", "RGBA", "L", "LA") else upright.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+            turned = upright(im)
+            keep = turned if turned.mode in ("RGB", "RGBA", "L", "LA") else turned.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
             keep.save(buffer, format="PNG")
         data = buffer.getvalue()
         target = self.folder / SOURCES / (hashlib.sha256(data).hexdigest()[:16] + ".png")

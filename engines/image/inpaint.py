@@ -14,6 +14,14 @@ from engines.base import MAX_INPUT_PIXELS, MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, I
 ORIENTATION = 0x0112  # the EXIF tag saying how a stored image is turned
 
 
+def upright(im):
+    """A loaded image turned as its EXIF orientation says (a phone's photo is stored sideways; the browser
+    shows it upright); an image with no turn is returned as it is (no copy)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
+
+
 def check_pixels(size: tuple[int, int], named: str) -> None:
     """Refuse an image claiming more than MAX_INPUT_PIXELS, from its header, before it is decoded."""
     width, height = size
@@ -28,14 +36,15 @@ def read_image(path: str, what: str):
     """Any image PIL reads, loaded and turned upright as its EXIF orientation says (a phone's photo is stored
     sideways; the browser shows it upright, and a mask is painted over it so); a file that is not an image is an
     InputError naming ``what`` it was for."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     name = Path(path).name
     try:
         with Image.open(path) as im:
             check_pixels(im.size, f"The {what} {name}")
             im.load()
-            return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im.copy()
+            turned = upright(im)
+            return turned if turned is not im else im.copy()  # a copy outlives the closed file
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise InputError(f"The {what} {name} is not an image that can be read (PNG, JPEG, WebP…).") from e
     except OSError as e:
