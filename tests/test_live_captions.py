@@ -102,3 +102,49 @@ def test_finish_without_audio_says_nothing_was_recorded(engine, tmp_path):
     captioner = LiveCaptioner(engine, tmp_path / "recording.wav")
     with pytest.raises(InputError, match="Nothing was recorded"):
         captioner.finish()
+
+
+def test_a_careful_decode_whisper_doubts_is_decoded_once_more(engine, tmp_path):
+    """A hard phrase (espeak-ng's Caribbean voice, cut as a pause cut it in a live run) whose beam decode came
+    back as Whisper's stock "Thank you. Thank you. Thank you." at log-probability -1.09: the careful decode
+    retries such a text once at temperature 0.2 and keeps the likelier one. Fast decodes never retry."""
+    sentence = next(s for s in speech_fixtures.SENTENCES if s.startswith("My brother"))
+    speech = speech_fixtures.read_wav(speech_fixtures.say(sentence, "espeak-029-f", tmp_path / "s.wav"))
+    audio = np.concatenate([speech, np.zeros(int(0.3 * speech_fixtures.SAMPLE_RATE), np.float32)])
+    prompt = "Please change the report and the whole team before launch. The bridge was closed for repairs during the spring."
+    model = engine._loaded()
+    temperatures = []
+    transcribe = model.transcribe
+
+    def spy(*args, **kwargs):
+        temperatures.append(kwargs["temperature"])
+        return transcribe(*args, **kwargs)
+
+    model.transcribe = spy
+    try:
+        careful = " ".join(s.text for s in engine.transcribe_window(audio, TranscribeOptions(initial_prompt=prompt), fast=False))
+        engine.transcribe_window(audio, TranscribeOptions(initial_prompt=prompt), fast=True)
+    finally:
+        del model.transcribe
+    assert temperatures == [[0.0, 0.2], 0.0]
+    assert "thank you" not in careful.lower(), careful
+    assert "small" in careful.lower(), careful  # the words it heard: "… with a small basket" or "mask"
+
+
+class _CarefulHearsNothing:
+    """Fast decodes hear three words; the careful decode of the phrase hears nothing (Whisper skips a window
+    it takes for silence: no-speech probability over 0.6 with a low log-probability)."""
+
+    def transcribe_window(self, samples, options, prefix="", fast=True):
+        from engines.base import Segment
+
+        return [Segment(0.0, 1.0, "Hello there friend.", ())] if fast else []
+
+
+def test_words_shown_stay_when_the_careful_decode_hears_nothing(tmp_path):
+    path = speech_fixtures.say("Please send the report to the whole team before lunch.", "flite-kal", tmp_path / "s.wav")
+    captioner = LiveCaptioner(_CarefulHearsNothing(), tmp_path / "recording.wav")
+    seen = stream(captioner, microphone(path))
+    assert any(c.tentative.endswith("friend.") for c in seen), "the last word was shown, not yet agreed"
+    assert seen[-1].confirmed == "Hello there friend.", "every word shown became final, the unagreed one too"
+    assert seen[-1].tentative == ""

@@ -338,9 +338,10 @@ class LiveCaptioner:
 
     def _finalise(self, buffer: np.ndarray, end: float) -> None:
         """Everything heard up to ``end`` (seconds into the buffer) is final: decoded once more, carefully.
-        (Should the careful decode hear nothing, the agreed words stay: nothing shown is dropped unheard.)"""
+        Should the careful decode hear nothing (Whisper skips a window it takes for silence), the words shown
+        for it stay, tentative ones too: nothing shown is dropped unheard."""
         words, _ = self._transcribe(buffer[: int(end * SAMPLE_RATE)], fast=False)
-        self.committed += words or self.pinned
+        self.committed += words or self.pinned + self.tentative
         self.pinned, self.previous, self.tentative = [], [], []
         self._publish()
 

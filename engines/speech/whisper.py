@@ -38,6 +38,13 @@ MODEL_FILE = "model.bin"
 MIN_WINDOW_SECONDS = 10.0
 WINDOW_MARGIN_SECONDS = 2.0
 TOKENS_PER_SECOND = 8  # fast speech is 4-6 Whisper tokens a second; a decoder stuck repeating stops here
+# A careful decode whose text Whisper itself doubts (average log-probability under -1, or compression ratio
+# over 2.4: faster-whisper's thresholds) is decoded once more, sampled at 0.2, and the likelier text is kept.
+# A hard phrase's beam decode can come back as a stock phrase: "Thank you. Thank you. Thank you." over
+# "My brother bought a blue bicycle with a small basket." (espeak-ng en-029, log-probability -1.09); the
+# retry heard "My long and long, I'll see you in a small mask." and cost 0.1 s. Fast decodes run many times
+# a second and are replaced anyway: never retried.
+CAREFUL_TEMPERATURES = (0.0, 0.2)
 _window = threading.local()  # mel frames of real audio in the window this thread is decoding, else 0
 
 
@@ -309,9 +316,10 @@ class WhisperSpeechEngine:
                 language=language,
                 task=options.task,
                 beam_size=1 if fast else options.beam_size,
-                # No temperature fallback: a window that loops would be decoded again up to twice at full
-                # length (measured: one 6 s window took 22 s on a busy machine); loops are cut by the caller.
-                temperature=0.0,
+                # One retry at most, for careful decodes only: a window that loops was once decoded again
+                # twice at full length (one 6 s window took 22 s on a busy machine); max_new_tokens now bounds
+                # each try, and loops are cut by the caller.
+                temperature=0.0 if fast else list(CAREFUL_TEMPERATURES),
                 word_timestamps=not fast and options.word_timestamps,
                 without_timestamps=True,
                 condition_on_previous_text=False,
