@@ -3,7 +3,7 @@ decode's own cost is the audio that arrives meanwhile, as with a microphone), th
 by word against the reference and against the file transcript. For finding where live words go wrong;
 ``bench/speech.py`` is the end-to-end figure. Prints JSON (and the word diff with ``--diff``).
 
-    .venv/bin/python bench/live_offline.py [--voice flite-awb] [--seconds 40] [--first 0] [--gap 0.3] [--diff]
+    .venv/bin/python bench/live_offline.py [--voice flite-awb] [--seconds 40] [--first 0] [--gap 0.3] [--diff] [--fixed]
 
 Latency here is simulated: a word is "shown" when the decode that first showed it returned, counted in
 audio time plus the decode's own seconds; it leaves out the browser and the network (a few ms).
@@ -50,17 +50,17 @@ def word_diff(reference: str, hypothesis: str) -> list[str]:
     return out
 
 
-def simulate(engine, samples: np.ndarray, work: Path, chunk: float = 0.1, tail_silence: float = 3.0):
-    """(final captions, [(time shown, words shown)], decode seconds, boundaries): chunks of ``chunk`` s or of
-    the last decode's length, whichever is longer. ``boundaries``: the shown word count each time words
-    became final."""
+def simulate(engine, samples: np.ndarray, work: Path, chunk: float = 0.1, tail_silence: float = 3.0, fixed: bool = False):
+    """(final captions, [(time shown, words shown, captions)], decode seconds): chunks of ``chunk`` s or of
+    the last decode's length, whichever is longer (``fixed``: always ``chunk`` s, so the same input is cut
+    the same way run after run, for comparing two policies on the same decodes)."""
     from engines.speech.live_captions import LiveCaptioner
 
     samples = np.concatenate([samples, np.zeros(int(tail_silence * SAMPLE_RATE), np.float32)])
     captioner = LiveCaptioner(engine, work / "recording.wav")
     shown, position, cost = [], 0, 0.0
     while position < len(samples):
-        size = int(max(chunk, cost) * SAMPLE_RATE)
+        size = int((chunk if fixed else max(chunk, cost)) * SAMPLE_RATE)
         part = (np.clip(samples[position : position + size], -1, 1) * 32767).astype(np.int16)
         position += len(part)
         started = time.perf_counter()
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.3, help="silence between sentences")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--diff", action="store_true")
+    parser.add_argument("--fixed", action="store_true", help="0.1 s chunks whatever a decode costs: repeatable cuts")
     args = parser.parse_args()
 
     from faster_whisper import WhisperModel
@@ -109,7 +110,7 @@ def main() -> None:
 
     engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), cpu_threads=args.threads)
     engine.load()
-    final, shown, decodes = simulate(engine, samples, work)
+    final, shown, decodes = simulate(engine, samples, work, fixed=args.fixed)
     live_text = final.confirmed + " " + final.tentative
     first_seen, n = {}, 0
     for t, words, _ in shown:

@@ -9,7 +9,7 @@ import pytest
 
 from engines import embedded
 from engines.base import TranscribeOptions
-from engines.speech.live_captions import LiveCaptioner, _norm, drop_loops, drop_repeated_head
+from engines.speech.live_captions import LiveCaptioner, _norm, drop_loops, drop_repeated_head, phrase_cut
 from engines.speech.whisper import WhisperSpeechEngine
 from tests import fixtures, speech_fixtures
 
@@ -148,3 +148,36 @@ def test_words_shown_stay_when_the_careful_decode_hears_nothing(tmp_path):
     assert any(c.tentative.endswith("friend.") for c in seen), "the last word was shown, not yet agreed"
     assert seen[-1].confirmed == "Hello there friend.", "every word shown became final, the unagreed one too"
     assert seen[-1].tentative == ""
+
+
+def test_a_cut_inside_speech_goes_after_a_sentence_then_a_clause():
+    words = "collected shells, the old clock in the tower".split()
+    ends = [0.5, 1.0, 1.2, 1.5, 2.0, 2.3, 2.5, 3.0]
+    assert phrase_cut(words, ends, earliest=0.0) == 2, "after the clause, not between 'the' and 'tower'"
+    assert phrase_cut(["Hi.", *words], [0.3, *ends], earliest=0.0) == 1, "a sentence's end comes first"
+    assert phrase_cut(["Hi.", *words], [0.3, *ends], earliest=0.8) == 3, "...unless the cut would leave too much"
+    assert phrase_cut(words, ends, earliest=1.1) == len(words), "no phrase end late enough: every word"
+
+
+class _TimedWords:
+    """Careful decodes hear eight timed words, the clause ending at 2.0 s; fast ones the same, untimed."""
+
+    WORDS = [("We", 0.6), ("walked", 1.0), ("along", 1.4), ("the", 1.6), ("beach,", 2.0), ("the", 4.2), ("old", 4.5), ("clock", 5.0)]
+
+    def transcribe_window(self, samples, options, prefix="", fast=True):
+        from engines.base import Segment, Word
+
+        text = " ".join(w for w, _ in self.WORDS)
+        timed = tuple(Word(end - 0.3, end, w, 0.9) for w, end in self.WORDS) if options.word_timestamps else ()
+        return [Segment(0.0, 5.0, text, timed)]
+
+
+def test_a_long_buffer_is_cut_after_its_last_clause(tmp_path):
+    captioner = LiveCaptioner(_TimedWords(), tmp_path / "recording.wav")
+    captioner.pinned = ["We", "walked"]
+    speech = np.zeros(int(6.5 * speech_fixtures.SAMPLE_RATE), np.float32)
+    captioner.buffer = speech
+    captioner._cut_final_words(speech, 0.0, 6.5)
+    assert captioner.committed == ["We", "walked", "along", "the", "beach,"]
+    assert captioner.tentative == ["the", "old", "clock"]
+    assert captioner.buffer_start == pytest.approx(2.0, abs=0.001), "cut at the clause's end, not after 'old'"

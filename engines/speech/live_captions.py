@@ -13,7 +13,7 @@ when the person stops) and appended to a buffer that holds only the audio whose 
   after them is decoded again and the grey text does not flicker. The words before the buffer are the prompt.
 * Words are made final only by a careful decode (the panel's beam size) of the buffer *without* the pinned
   prefix, at a pause (Silero VAD) or, in speech without pauses, with word timestamps to know where to cut.
-  Pinned words were final once: two greedy decodes of overlapping audio make the same mistake, so their
+  A cut inside speech goes after a sentence or a clause where there is one. Pinned words were final once: two greedy decodes of overlapping audio make the same mistake, so their
   agreement locked it in (festival's ked voice, 33 s with pauses: live WER 0.17 where the file's was 0.0;
   "a garden" stayed "occurred"). The careful decode of the whole phrase hears what the file transcript hears.
 * A buffer with no speech is never decoded, so silence gives no hallucinated "Thank you.".
@@ -43,6 +43,8 @@ PAUSE_SECONDS = 0.4  # silence after speech that ends a phrase: everything befor
 KEEP_SILENCE_SECONDS = 0.5  # of a buffer with no speech, the end is kept in case speech is starting
 MAX_BUFFER_SECONDS = 6.0  # speech without a pause: past this, the final words are cut off with timestamps
 TAIL_CONTEXT_SECONDS = 1.0  # ...keeping at least this much audio after the cut
+CUT_LEAVES_SECONDS = MAX_BUFFER_SECONDS - 1.0  # ...and at most this much, or the next decode cuts again at once
+PHRASE_ENDS = (".?!", ",;:")  # where such a cut goes first: after a sentence, else after a clause
 HARD_MAX_BUFFER_SECONDS = 12.0  # no agreement at all for this long: make the oldest words final anyway
 BEHIND_SECONDS = 15.0  # more audio than this waiting: decoding cannot keep up; skip to the newest audio
 CATCH_UP_SECONDS = 3.0  # ...keeping this much of it
@@ -112,6 +114,21 @@ def drop_repeated_head(before: list[str], words: list[str], longest: int = 4) ->
         if normed[:k] == normed_before[-k:]:
             return words[k:]
     return words
+
+
+def phrase_cut(words: list[str], ends: list[float], earliest: float) -> int:
+    """How many of ``words`` (ending at ``ends`` seconds) to make final at a cut inside speech: all of them,
+    unless a sentence ends among them at ``earliest`` or later (the last such), else a clause (a comma).
+
+    Whisper puts punctuation where the speaker paused, so a cut there starts the next window at a word's
+    start; between two words said without a pause the cut can land in the next word's onset, and that word
+    is misheard ("the old clock in the | hour stopped"). Held-out voices, 60 s with 0.1 s between
+    sentences: live WER 0.054 -> 0.024 (flite rms), 0.082 -> 0.072 (kal), 0.314 -> 0.288 (espeak en-029)."""
+    for marks in PHRASE_ENDS:
+        after = [i + 1 for i, (word, end) in enumerate(zip(words, ends)) if word[-1:] in marks and end >= earliest]
+        if after:
+            return after[-1]
+    return len(words)
 
 
 def to_mono_int16(data) -> np.ndarray:
@@ -346,8 +363,9 @@ class LiveCaptioner:
         self._publish()
 
     def _cut_final_words(self, buffer: np.ndarray, start: float, seconds: float) -> None:
-        """Speech without a pause: decode with word timestamps, make the words before the last second final,
-        and cut the buffer after them so the next decodes stay short."""
+        """Speech without a pause: decode with word timestamps, make the words before the last second final
+        (up to the last sentence or clause end among them: ``phrase_cut``), and cut the buffer after them so
+        the next decodes stay short."""
         _, segments = self._transcribe(buffer, fast=False, timed=True)
         timed = [w for s in segments for w in s.words]
         words = [w.text.strip() for w in timed]
@@ -362,6 +380,7 @@ class LiveCaptioner:
             n += 1
         if n == 0:
             return
+        n = phrase_cut(words[:n], [w.end for w in timed[:n]], seconds - CUT_LEAVES_SECONDS)
         # The careful decode's words replace the pinned ones; its words in the last second are the new
         # tentative tail (and the next agreement's reference), with no prefix until two decodes agree again.
         self.committed += words[:n]
