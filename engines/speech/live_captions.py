@@ -12,10 +12,11 @@ when the person stops) and appended to a buffer that holds only the audio whose 
   ("LocalAgreement-2") are *pinned*: handed to the next fast decode as its forced prefix, so only the tail
   after them is decoded again and the grey text does not flicker. The words before the buffer are the prompt.
 * Words are made final only by a careful decode (the panel's beam size) of the buffer *without* the pinned
-  prefix, at a pause (Silero VAD) or, in speech without pauses, with word timestamps to know where to cut.
-  A cut inside speech goes after a sentence or a clause where there is one. Pinned words were final once: two greedy decodes of overlapping audio make the same mistake, so their
-  agreement locked it in (festival's ked voice, 33 s with pauses: live WER 0.17 where the file's was 0.0;
-  "a garden" stayed "occurred"). The careful decode of the whole phrase hears what the file transcript hears.
+  prefix, at a pause (Silero VAD) or, in speech without pauses, with word timestamps to know where to cut
+  (after a sentence or a clause where there is one). Pinned words were final once: two greedy decodes of
+  overlapping audio make the same mistake, so their agreement locked it in (festival's ked voice, 33 s with
+  pauses: live WER 0.17 where the file's was 0.0; "a garden" stayed "occurred"). The careful decode of the
+  whole phrase hears what the file transcript hears; one Whisper doubts is retried once (``transcribe_window``).
 * A buffer with no speech is never decoded, so silence gives no hallucinated "Thank you.".
 * When the panel's model is slow, a smaller one (``tail_engine``) decodes the tentative tail; when even
   that falls more than ``BEHIND_SECONDS`` behind (a machine busy with something else), the live text skips
