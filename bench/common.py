@@ -110,3 +110,26 @@ def client_floor(runs: int) -> dict:
     finally:
         with contextlib.redirect_stdout(sys.stderr):  # Gradio says it closed; stdout carries the JSON
             demo.close()
+
+
+def matched_latencies(file_words: list[str], word_ends: list[float], live_words: list[str], first_seen: dict) -> list[float]:
+    """Word end (from the file transcript's word timestamps) to first shown, for the live words that match a
+    file word in jiwer's alignment. Pairing the i-th word of each instead measures how far the two texts'
+    word counts drift apart: on a voice they hear differently (WER 0.3) that drift was most of the figure."""
+    import jiwer
+
+    from engines.speech.live_captions import _norm
+
+    files = [i for i, w in enumerate(file_words) if _norm(w)]
+    lives = [j for j, w in enumerate(live_words) if _norm(w)]
+    if not files or not lives:
+        return []
+    output = jiwer.process_words(" ".join(_norm(file_words[i]) for i in files), " ".join(_norm(live_words[j]) for j in lives))
+    latencies = []
+    for chunk in output.alignments[0]:
+        if chunk.type == "equal":
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                i, j = files[chunk.ref_start_idx + k], lives[chunk.hyp_start_idx + k]
+                if j in first_seen:
+                    latencies.append(first_seen[j] - word_ends[i])
+    return sorted(latencies)

@@ -6,7 +6,8 @@ by word against the reference and against the file transcript. For finding where
     .venv/bin/python bench/live_offline.py [--voice flite-awb] [--seconds 40] [--first 0] [--gap 0.3] [--diff] [--fixed]
 
 Latency here is simulated: a word is "shown" when the decode that first showed it returned, counted in
-audio time plus the decode's own seconds; it leaves out the browser and the network (a few ms).
+audio time plus the decode's own seconds; it leaves out the browser and the network (a few ms). It is timed
+for the live words that match a word of the file transcript (whose word timestamps give the word's end).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import matched_latencies  # noqa: E402
 from engines import embedded  # noqa: E402
 from tests import speech_fixtures  # noqa: E402
 
@@ -106,6 +108,7 @@ def main() -> None:
     segments, _ = model.transcribe(str(path), word_timestamps=True, beam_size=5)
     segments = list(segments)
     word_ends = [w.end for s in segments for w in s.words]
+    file_words = [w.word.strip() for s in segments for w in s.words]
     file_text = " ".join(s.text for s in segments)
 
     engine = WhisperSpeechEngine(embedded.whisper_tiny_en(), cpu_threads=args.threads)
@@ -117,13 +120,14 @@ def main() -> None:
         while n < words:
             first_seen[n] = t
             n += 1
-    latencies = sorted(first_seen[i] - word_ends[i] for i in range(min(len(word_ends), len(first_seen))))
+    latencies = matched_latencies(file_words, word_ends, live_text.split(), first_seen)
     result = {
         "voice": args.voice,
         "seconds": round(len(samples) / SAMPLE_RATE, 1),
         "words": len(reference.split()),
         "median_s": round(statistics.median(latencies), 3) if latencies else None,
         "p90_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3) if latencies else None,
+        "latency_words": len(latencies),  # live words matched to a file word, whose end times them
         "live_text_wer": round(speech_fixtures.wer(reference, live_text), 3),
         "file_wer": round(speech_fixtures.wer(reference, file_text), 3),
         "decodes": len(decodes),

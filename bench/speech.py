@@ -11,8 +11,9 @@ WER is after Whisper's English normalisation (tests/speech_fixtures.normalise).
 Real-time factor (RTF) = processing seconds / audio seconds (lower is faster). ``ratio`` is raw RTF /
 app RTF: 1.0 means the app is as fast as faster-whisper alone (target >= 0.95).
 Live latency: for each word, the time it first shows on the page (confirmed or grey) minus the time
-its end was played by the fake microphone. Playback is taken to start when Record is clicked, so the
-figures are an upper bound (the microphone opens a little after the click).
+its end was played by the fake microphone, for the live words that match a word of the file transcript
+(jiwer's alignment; that transcript's word timestamps give the ends). Playback starts when the page's
+recording opens the microphone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import matched_latencies  # noqa: E402
 from engines import embedded  # noqa: E402
 from tests import fixtures, speech_fixtures  # noqa: E402
 
@@ -78,7 +80,8 @@ def live_latency(url: str, speech: Path, threads: int, reference: str, before_st
     fixtures._run("sox", str(speech), str(mic), "pad", "1.0", "3.0")
     model = WhisperModel(str(embedded.whisper_tiny_en()), device="cpu", compute_type="int8", cpu_threads=threads)
     segments, _ = model.transcribe(str(mic), word_timestamps=True, beam_size=BEAM_SIZE)
-    word_ends = [w.end for s in segments for w in s.words]
+    timed = [w for s in segments for w in s.words]
+    word_ends, file_words = [w.end for w in timed], [w.word.strip() for w in timed]
     args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={mic}%noloop"]  # fmt: skip
     # Both clocks in the page: when the microphone opened (Chromium's fake device starts its file then)
@@ -115,8 +118,8 @@ def live_latency(url: str, speech: Path, threads: int, reference: str, before_st
     if not opens:
         return {"words": 0}
     anchor = opens[-1]  # the recording's own getUserMedia: its file starts playing then
-    first_seen = {i: (t - anchor) / 1000 for i, t in enumerate(shown[: len(word_ends)])}
-    latencies = sorted(first_seen[i] - word_ends[i] for i in first_seen)
+    first_seen = {i: (t - anchor) / 1000 for i, t in enumerate(shown)}
+    latencies = matched_latencies(file_words, word_ends, live_text.split(), first_seen)
     if not latencies:
         return {"words": 0}
     file_text = " ".join(s.text for s in model.transcribe(str(speech), beam_size=BEAM_SIZE)[0])
