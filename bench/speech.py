@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--stress", action="store_true", help="stress-ng --cpu 2 beside the live captions")
     parser.add_argument("--only", choices=["speakers"], help="run one section only")
     args = parser.parse_args()
+    if args.stress and not shutil.which("stress-ng"):
+        parser.error("--stress needs stress-ng: apt-get install stress-ng")
     if args.only == "speakers":
         work = Path(tempfile.mkdtemp(prefix="melange-bench-"))
         try:
