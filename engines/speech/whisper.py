@@ -38,13 +38,22 @@ MODEL_FILE = "model.bin"
 MIN_WINDOW_SECONDS = 10.0
 WINDOW_MARGIN_SECONDS = 2.0
 TOKENS_PER_SECOND = 8  # fast speech is 4-6 Whisper tokens a second; a decoder stuck repeating stops here
-# A careful decode whose text Whisper itself doubts (average log-probability under -1, or compression ratio
-# over 2.4: faster-whisper's thresholds) is decoded once more, sampled at 0.2, and the likelier text is kept.
-# A hard phrase's beam decode can come back as a stock phrase: "Thank you. Thank you. Thank you." over
-# "My brother bought a blue bicycle with a small basket." (espeak-ng en-029, log-probability -1.09); the
-# retry heard "My long and long, I'll see you in a small mask." and cost 0.1 s. Fast decodes run many times
-# a second and are replaced anyway: never retried.
-CAREFUL_TEMPERATURES = (0.0, 0.2)
+# A careful decode whose text Whisper itself doubts (faster-whisper's thresholds: average log-probability
+# under -1, or compression ratio over 2.4) is decoded once more without the prompt, and the likelier text kept.
+# The text before a hard phrase can steer the beam into a stock phrase: "Thank you. Thank you. Thank you."
+# over "My brother bought a blue bicycle with a small basket." (espeak-ng en-029, log-probability -1.09);
+# without the prompt it hears "My long and long and long, I'll see you in a small mask." (-1.02). A retry
+# sampled at temperature 0.2 (Whisper's own fallback) was tried first: it kept the stock phrase 4 times in 10.
+DOUBTED_LOG_PROB = -1.0
+DOUBTED_COMPRESSION = 2.4
+
+
+def _doubted(raw: list) -> bool:
+    return any(s.avg_logprob < DOUBTED_LOG_PROB or s.compression_ratio > DOUBTED_COMPRESSION for s in raw)
+
+
+def _likelihood(raw: list) -> float:
+    return sum(s.avg_logprob for s in raw) / len(raw) if raw else -math.inf
 _window = threading.local()  # mel frames of real audio in the window this thread is decoding, else 0
 
 
@@ -310,25 +319,34 @@ class WhisperSpeechEngine:
         # Mel frames: 100 a second, an even count (the encoder halves it), never more than Whisper's 30 s.
         frames = min(3000, 100 * math.ceil(max(MIN_WINDOW_SECONDS, seconds + WINDOW_MARGIN_SECONDS)))
         _window.frames = frames
-        try:
+
+        def decode(prompt: str | None) -> list:
             raw, _ = model.transcribe(
                 samples,
                 language=language,
                 task=options.task,
                 beam_size=1 if fast else options.beam_size,
-                # One retry at most, for careful decodes only: a window that loops was once decoded again
-                # twice at full length (one 6 s window took 22 s on a busy machine); max_new_tokens now bounds
-                # each try, and loops are cut by the caller.
-                temperature=0.0 if fast else list(CAREFUL_TEMPERATURES),
+                # No temperature fallback: a window that loops was decoded again up to twice at full length
+                # (one 6 s window took 22 s on a busy machine); loops are cut by the caller.
+                temperature=0.0,
                 word_timestamps=not fast and options.word_timestamps,
                 without_timestamps=True,
                 condition_on_previous_text=False,
                 vad_filter=False,
-                initial_prompt=options.initial_prompt.strip() or None,
+                initial_prompt=prompt,
                 prefix=prefix.strip() or None,
                 hotwords=None if prefix.strip() else (options.hotwords.strip() or None),
                 max_new_tokens=16 + int(TOKENS_PER_SECOND * seconds),
             )
+            return list(raw)  # faster-whisper's own segments: their log-probabilities choose below
+
+        try:
+            prompt = options.initial_prompt.strip() or None
+            raw = decode(prompt)
+            if not fast and prompt and _doubted(raw):  # fast decodes run many times a second: never retried
+                retry = decode(None)
+                if _likelihood(retry) > _likelihood(raw):
+                    raw = retry
             return list(to_segments(raw))
         except RuntimeError as e:
             raise EngineError(f"Transcription failed: {e}") from e
