@@ -38,6 +38,8 @@ MODEL_FILE = "model.bin"
 MIN_WINDOW_SECONDS = 10.0
 WINDOW_MARGIN_SECONDS = 2.0
 TOKENS_PER_SECOND = 8  # fast speech is 4-6 Whisper tokens a second; a decoder stuck repeating stops here
+_window = threading.local()  # mel frames of real audio in the window this thread is decoding, else 0
+
 # A careful decode whose text Whisper itself doubts (faster-whisper's thresholds: average log-probability
 # under -1, or compression ratio over 2.4) is decoded once more without the prompt, and the likelier text kept.
 # The text before a hard phrase can steer the beam into a stock phrase: "Thank you. Thank you. Thank you."
@@ -54,7 +56,6 @@ def _doubted(raw: list) -> bool:
 
 def _likelihood(raw: list) -> float:
     return sum(s.avg_logprob for s in raw) / len(raw) if raw else -math.inf
-_window = threading.local()  # mel frames of real audio in the window this thread is decoding, else 0
 
 
 @cache
