@@ -18,7 +18,7 @@ BUILD_PACKAGES := gcc=gcc g++=g++ cmake=cmake
 TEST_PACKAGES := chromium=chromium ffmpeg=ffmpeg espeak-ng=espeak-ng sox=sox flite=flite festival=text2wave \
 	festvox-kdlpc16k=/usr/share/festival/voices/english/ked_diphone alsa-utils=/usr/share/sounds/alsa/Front_Center.wav
 
-.PHONY: run test test-packages install lock system-deps cuda bench bench-chat bench-image bench-speech bench-api bench-docs bench-load clean-venv
+.PHONY: run test test-packages test-data install lock system-deps cuda bench bench-chat bench-image bench-speech bench-api bench-docs bench-load clean-venv
 
 # Missing Debian packages are installed when we are root with apt-get (as in CI), otherwise we stop at once and
 # say the one command to run: a missing package found later is a compile error or a dozen failing tests.
@@ -53,8 +53,14 @@ run: $(STAMP)
 	$(PY) app.py $(ARGS)
 
 # The system packages first: a newcomer missing one hears it at once, not after the Python install.
-test: test-packages $(STAMP)
+test: test-packages $(STAMP) test-data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Real speech that ships inside a wheel we never install (tests/real-speech.txt, pinned by hash): downloaded once.
+TEST_DATA := .cache/test-data
+test-data: $(STAMP)
+	@test -f $(TEST_DATA)/pyannote_audio-3.3.2-py2.py3-none-any.whl || \
+	  $(PY) -m pip download -q --no-deps --only-binary=:all: --require-hashes -r tests/real-speech.txt -d $(TEST_DATA)
 
 test-packages:
 	$(call need_packages,$(TEST_PACKAGES))

@@ -44,18 +44,20 @@ def build(cache: Path, name: str, voices, turns, first, gap, engine, labeler) ->
     if file.exists():
         return pickle.loads(file.read_bytes())
     from engines.base import TranscribeOptions
+    from engines.speech.speakers import sentence_spans
 
     with tempfile.TemporaryDirectory() as work:
         if voices == ["real"]:
             path, truth = speech_fixtures.real_conversation_wav(work)
+        elif voices == ["phone call"]:
+            path, truth = speech_fixtures.phone_call_wav(work)
         elif len(voices) == 1:
             path, truth = speech_fixtures.monologue_turns(work, voices[0], 28.0 if turns == 10 else turns)
         else:
             path, truth = speech_fixtures.conversation_wav(work, voices, turns, first=first, gap=gap)
         _, segments = engine.transcribe(str(path), TranscribeOptions(word_timestamps=True, beam_size=1))
         segments = list(segments)
-        spans = [(w.start, w.end) for s in segments for w in s.words] or [(s.start, s.end) for s in segments]
-        centres, embeddings, reliable = labeler.embed(path, spans)
+        centres, embeddings, reliable = labeler.embed(path, sentence_spans(segments))
     entry = {"voices": voices, "gap": gap, "truth": truth, "segments": segments,
              "embedded": (centres, embeddings, reliable)}  # fmt: skip
     file.write_bytes(pickle.dumps(entry))
@@ -70,7 +72,7 @@ class Cached:
 
         self.labeler = SpeakerLabeler()
         centres, embeddings, reliable = entry["embedded"]
-        self.labeler.embed = lambda audio, spans: (centres, embeddings, reliable.copy())
+        self.labeler.embed = lambda audio, regions: (centres, embeddings, reliable.copy())
 
 
 def evaluate(entries: dict[str, dict], verbose: bool) -> dict:
@@ -132,6 +134,7 @@ def main() -> None:
             entries[name] = build(args.cache, name, [voice], 30, 0, 0.3, engine, labeler)
         entries["reported-bench-monologue"] = build(args.cache, "reported-bench-monologue", ["festival-ked"], 40, 0, 0.3, engine, labeler)
         entries["reported-real"] = build(args.cache, "reported-real", ["real"], 0, 0, 0.6, engine, labeler)
+        entries["reported-phone-call"] = build(args.cache, "reported-phone-call", ["phone call"], 0, 0, 0, engine, labeler)
         print("reported", evaluate(entries, args.verbose))
 
 

@@ -154,6 +154,7 @@ def speaker_figures(work: Path, threads: int) -> dict:
     for name, voices in SPEAKER_SETS.items():
         cases[name] = speech_fixtures.conversation_wav(work, voices, 4 * len(voices), name=f"{name[0]}v.wav", first=3, gap=0.3)
     cases["3 real people"] = speech_fixtures.real_conversation_wav(work)
+    cases["2 real people, phone call"] = speech_fixtures.phone_call_wav(work)
     cases["monologue (festival-ked)"] = speech_fixtures.monologue_turns(work, "festival-ked", 40.0)
     out = {}
     for name, (path, truth) in cases.items():

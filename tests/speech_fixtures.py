@@ -5,7 +5,8 @@ Voices (Debian packages): espeak-ng (formant synthesis), flite's awb, rms, slt a
 US male, US female, US male diphones) and festival's ked diphone voice (festvox-kdlpc16k). They sound
 far more unlike each other than espeak-ng's variants do, which only change pitch and formants.
 Real people: the Gradio package ships short film clips (Cate Blanchett, Heath Ledger) and alsa-utils ships
-a woman reading channel names; nothing is downloaded.
+a woman reading channel names; pyannote.audio's wheel (fetched from PyPI by `make test`, never installed)
+ships a real two-person telephone call with its reference turns.
 
 Every helper writes into the folder it is given; files are 16 kHz mono 16-bit WAV.
 """
@@ -226,6 +227,32 @@ def real_conversation_wav(directory: str | Path, name: str = "real_conversation.
     return write_wav(Path(directory) / name, np.concatenate(pieces)), truth
 
 
+# A real telephone call: two women (Diane in New Jersey, Sheila in Texas), 30 s, with who spoke when marked
+# by people (RTTM). It ships in pyannote.audio's wheel (MIT), which the tests only unpack: `make test` fetches
+# the wheel from PyPI into TEST_DATA, pinned by hash in tests/real-speech.txt (pip download, no install).
+TEST_DATA = Path(__file__).resolve().parents[1] / ".cache" / "test-data"
+PHONE_CALL_WHEEL = "pyannote_audio-3.3.2-py2.py3-none-any.whl"
+
+
+def phone_call_wav(directory: str | Path) -> tuple[Path, list[Turn]]:
+    """The telephone call (16 kHz mono) and its reference turns, unpacked from pyannote.audio's wheel."""
+    import zipfile
+
+    wheel = TEST_DATA / PHONE_CALL_WHEEL
+    if not wheel.exists():
+        raise FileNotFoundError(f"{wheel} is missing: `make test` fetches it (make test-data)")
+    out = Path(directory) / "phone_call.wav"
+    with zipfile.ZipFile(wheel) as z:
+        out.write_bytes(z.read("pyannote/audio/sample/sample.wav"))
+        rttm = z.read("pyannote/audio/sample/sample.rttm").decode()
+    truth = []
+    for line in rttm.splitlines():
+        fields = line.split()  # SPEAKER file channel start duration <NA> <NA> speaker <NA> <NA>
+        start, duration = float(fields[3]), float(fields[4])
+        truth.append(Turn(fields[7], start, start + duration, ""))
+    return out, truth
+
+
 # ---------------------------------------------------------------- measures
 
 
@@ -254,7 +281,8 @@ def der(reference: list[Turn], hypothesis: list[tuple[str, float, float]], colla
 
     Hypothesis speakers are mapped one-to-one onto reference speakers to minimise confusion (Hungarian
     method); ``collar`` seconds either side of each reference boundary are not scored, as in NIST's
-    md-eval. Counted on a ``step``-second grid. Overlapping speech is not handled (none here)."""
+    md-eval, and neither is overlapping speech (the labeller gives each moment one speaker). Counted on a
+    ``step``-second grid."""
     from scipy.optimize import linear_sum_assignment
 
     end = max([t.end for t in reference] + [e for _, _, e in hypothesis] + [0.0])
@@ -264,10 +292,13 @@ def der(reference: list[Turn], hypothesis: list[tuple[str, float, float]], colla
     ref = np.full(frames, -1)
     hyp = np.full(frames, -1)
     scored = np.ones(frames, bool)
+    talking = np.zeros(frames, int)
     for t in reference:
         ref[int(round(t.start / step)) : int(round(t.end / step))] = ref_speakers.index(t.speaker)
+        talking[int(round(t.start / step)) : int(round(t.end / step))] += 1
         for boundary in (t.start, t.end):
             scored[max(0, int(round((boundary - collar) / step))) : int(round((boundary + collar) / step))] = False
+    scored &= talking < 2
     for speaker, start, stop in hypothesis:
         hyp[int(round(start / step)) : int(round(stop / step))] = hyp_speakers.index(speaker)
     ref, hyp = ref[scored], hyp[scored]

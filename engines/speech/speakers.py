@@ -1,7 +1,7 @@
 """Who spoke when, offline and with no token: Resemblyzer's bundled speaker encoder plus clustering.
 
-The audio is embedded in short overlapping windows (1.6 s, a new one every 0.25 s) over the stretches
-where words were heard; windows are averaged into 2 s pieces, and the pieces clustered with k-means (the
+The audio is embedded in short overlapping windows (1.6 s, a new one every 0.25 s) over each sentence
+(``sentence_spans``); windows are averaged into 2 s pieces, and the pieces clustered with k-means (the
 number of speakers given, or estimated: a similarity threshold decides one speaker or more, the silhouette
 how many, see ``cluster``); each word takes the speaker of the window centred nearest to it, runs shorter
 than ``MIN_RUN_WORDS`` are merged into their neighbours, and segments are split at speaker changes.
@@ -38,6 +38,7 @@ PIECE_SECONDS = 2.0
 MIN_RUN_WORDS = 2
 MERGE_GAP = 0.5  # words closer than this are one stretch of speech, embedded together
 MIN_FIT_SECONDS = 1.0  # windows from shorter stretches are mostly padding: assigned, not clustered on
+SENTENCE_ENDS = (".", "?", "!")
 
 
 class SpeakerLabeler:
@@ -62,9 +63,9 @@ class SpeakerLabeler:
         with self._lock:
             self._encoder = None
 
-    def embed(self, audio: str | Path | np.ndarray, spans: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
+    def embed(self, audio: str | Path | np.ndarray, regions: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
         """(window centres in seconds, L2-normalised embeddings, whether each is reliable enough to
-        cluster on), windows taken inside speech only.
+        cluster on), windows taken inside the given stretches of speech only.
 
         A window that straddles a pause embeds the pause too, and such windows cluster together as a
         "speaker" of their own; so each stretch of speech is embedded on its own.
@@ -72,7 +73,6 @@ class SpeakerLabeler:
         from resemblyzer import normalize_volume
 
         encoder = self._loaded()
-        regions = merge_spans(spans, MERGE_GAP)
         chunks: Iterator = iter([(0.0, audio)]) if isinstance(audio, np.ndarray) else iter_chunks(audio)
         centres, embeddings, reliable = [], [], []
         for offset, samples in chunks:
@@ -100,18 +100,37 @@ class SpeakerLabeler:
             raise InputError(f"The number of speakers must be between 1 and {MAX_SPEAKERS} (or 0 to estimate it).")
         if not segments:
             return []
-        spans = [(w.start, w.end) for s in segments for w in s.words] or [(s.start, s.end) for s in segments]
-        centres, embeddings, reliable = self.embed(audio, spans)
+        # Each sentence is embedded on its own: people take turns at sentence ends, often with hardly a pause,
+        # and a window across a change of speaker hears both voices and is like both.
+        regions = sentence_spans(segments)
+        centres, embeddings, reliable = self.embed(audio, regions)
         if len(embeddings) == 0:
             return [replace(s, speaker="Speaker 1", words=tuple(replace(w, speaker="Speaker 1") for w in s.words)) for s in segments]
         if reliable.sum() < 3:
             reliable[:] = True
-        regions = merge_spans(spans, MERGE_GAP)
         piece_of, piece_embeddings, piece_seconds = pieces(centres[reliable], embeddings[reliable], regions)
         fitted = cluster(piece_embeddings, piece_seconds, num_speakers)
         centroids = np.array([piece_embeddings[fitted == c].mean(axis=0) for c in np.unique(fitted)])
         clusters = np.argmax(embeddings @ centroids.T, axis=1)  # every window, short stretches included
         return assign(segments, centres, clusters)
+
+
+def sentence_spans(segments: list[Segment]) -> list[tuple[float, float]]:
+    """Stretches of speech that are likely one speaker's: words joined while the pause between them is under
+    MERGE_GAP and the earlier word does not end a sentence. People take turns at sentence ends, often with
+    hardly a pause (a phone call's "...in New Jersey. And I'm Sheila..."). Without words, the segments."""
+    words = sorted((w for s in segments for w in s.words), key=lambda w: w.start)
+    if not words:
+        return merge_spans([(s.start, s.end) for s in segments], MERGE_GAP)
+    out: list[tuple[float, float]] = []
+    after_sentence = False
+    for w in words:
+        if out and not after_sentence and w.start - out[-1][1] < MERGE_GAP:
+            out[-1] = (out[-1][0], max(out[-1][1], w.end))
+        else:
+            out.append((w.start, w.end))
+        after_sentence = w.text.strip().endswith(SENTENCE_ENDS)
+    return out
 
 
 def merge_spans(spans: list[tuple[float, float]], gap: float = 0.3) -> list[tuple[float, float]]:
