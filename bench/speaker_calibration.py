@@ -1,5 +1,5 @@
 """How the speaker count is estimated, checked on many synthetic conversations: each file is made, transcribed
-(tiny.en, beam 1) and embedded once, and cached; then the labeller's clustering runs on the cache, so settings
+(tiny.en, beam 1) and embedded (both ways the labeller embeds), and cached; then the labeller's clustering runs on the cache, so settings
 can be compared in seconds. Prints per set (calibration or held out) how many files got the count right and
 the mean and worst DER with the count estimated.
 
@@ -44,7 +44,7 @@ def build(cache: Path, name: str, voices, turns, first, gap, engine, labeler) ->
     if file.exists():
         return pickle.loads(file.read_bytes())
     from engines.base import TranscribeOptions
-    from engines.speech.speakers import sentence_spans
+    from engines.speech.speakers import sentence_spans, speech_regions
 
     with tempfile.TemporaryDirectory() as work:
         if voices == ["real"]:
@@ -57,9 +57,9 @@ def build(cache: Path, name: str, voices, turns, first, gap, engine, labeler) ->
             path, truth = speech_fixtures.conversation_wav(work, voices, turns, first=first, gap=gap)
         _, segments = engine.transcribe(str(path), TranscribeOptions(word_timestamps=True, beam_size=1))
         segments = list(segments)
-        centres, embeddings, reliable = labeler.embed(path, sentence_spans(segments))
-    entry = {"voices": voices, "gap": gap, "truth": truth, "segments": segments,
-             "embedded": (centres, embeddings, reliable)}  # fmt: skip
+        # The labeller embeds twice: each sentence on its own to count, whole stretches of speech to label.
+        embedded = {tuple(regions): labeler.embed(path, regions) for regions in (speech_regions(segments), sentence_spans(segments))}
+    entry = {"voices": voices, "gap": gap, "truth": truth, "segments": segments, "embedded": embedded}
     file.write_bytes(pickle.dumps(entry))
     return entry
 
@@ -71,8 +71,11 @@ class Cached:
         from engines.speech.speakers import SpeakerLabeler
 
         self.labeler = SpeakerLabeler()
-        centres, embeddings, reliable = entry["embedded"]
-        self.labeler.embed = lambda audio, regions: (centres, embeddings, reliable.copy())
+        def embed(audio, regions):
+            centres, embeddings, reliable = entry["embedded"][tuple(regions)]
+            return centres, embeddings, reliable.copy()
+
+        self.labeler.embed = embed
 
 
 def evaluate(entries: dict[str, dict], verbose: bool) -> dict:

@@ -1,10 +1,11 @@
 """Who spoke when, offline and with no token: Resemblyzer's bundled speaker encoder plus clustering.
 
-The audio is embedded in short overlapping windows (1.6 s, a new one every 0.25 s) over each sentence
-(``sentence_spans``); windows are averaged into 2 s pieces, and the pieces clustered with k-means (the
-number of speakers given, or estimated: a similarity threshold decides one speaker or more, the silhouette
-how many, see ``cluster``); each word takes the speaker of the window centred nearest to it, runs shorter
-than ``MIN_RUN_WORDS`` are merged into their neighbours, and segments are split at speaker changes.
+The audio is embedded in short overlapping windows (1.6 s, a new one every 0.25 s) over the stretches
+where words were heard; windows are averaged into 2 s pieces, and the pieces clustered with k-means (the
+number of speakers given, or estimated on each sentence embedded on its own: a similarity threshold decides
+one speaker or more, the silhouette how many, see ``count`` and ``cluster``); each word takes the speaker of
+the window centred nearest to it, runs shorter than ``MIN_RUN_WORDS`` are merged into their neighbours, and
+segments are split at speaker changes.
 Speakers are named "Speaker 1", "Speaker 2"... in order of first appearance.
 """
 
@@ -100,28 +101,58 @@ class SpeakerLabeler:
             raise InputError(f"The number of speakers must be between 1 and {MAX_SPEAKERS} (or 0 to estimate it).")
         if not segments:
             return []
-        # Each sentence is embedded on its own: people take turns at sentence ends, often with hardly a pause,
-        # and a window across a change of speaker hears both voices and is like both.
-        regions = sentence_spans(segments)
-        centres, embeddings, reliable = self.embed(audio, regions)
-        if len(embeddings) == 0:
-            return [replace(s, speaker="Speaker 1", words=tuple(replace(w, speaker="Speaker 1") for w in s.words)) for s in segments]
-        if reliable.sum() < 3:
-            reliable[:] = True
-        piece_of, piece_embeddings, piece_seconds = pieces(centres[reliable], embeddings[reliable], regions)
-        fitted = cluster(piece_embeddings, piece_seconds, num_speakers)
-        centroids = np.array([piece_embeddings[fitted == c].mean(axis=0) for c in np.unique(fitted)])
+        if num_speakers is None:
+            num_speakers = self.count(audio, segments)
+        if num_speakers == 1:
+            return one_speaker(segments)
+        fitted = self._fit(audio, speech_regions(segments), num_speakers)
+        if fitted is None:
+            return one_speaker(segments)
+        centres, embeddings, centroids = fitted
         clusters = np.argmax(embeddings @ centroids.T, axis=1)  # every window, short stretches included
         return assign(segments, centres, clusters)
+
+    def count(self, audio: str | Path | np.ndarray, segments: list[Segment]) -> int:
+        """How many people speak, estimated on each sentence embedded on its own.
+
+        Counting wants pure samples of each voice: people take turns at sentence ends, often with hardly a
+        pause, and a window across a change of speaker is like both voices (over a phone line, two voices
+        mixed that way looked like one). Labelling (``label``) wants context at every word instead: its
+        windows run over whole stretches of speech, and it takes this count."""
+        fitted = self._fit(audio, sentence_spans(segments), None)
+        return 1 if fitted is None else len(fitted[2])
+
+    def _fit(self, audio, regions: list[tuple[float, float]], num_speakers: int | None):
+        """(window centres, window embeddings, one centroid per speaker found), or None without speech."""
+        centres, embeddings, reliable = self.embed(audio, regions)
+        if len(embeddings) == 0:
+            return None
+        if reliable.sum() < 3:
+            reliable[:] = True
+        _, piece_embeddings, piece_seconds = pieces(centres[reliable], embeddings[reliable], regions)
+        fitted = cluster(piece_embeddings, piece_seconds, num_speakers)
+        centroids = np.array([piece_embeddings[fitted == c].mean(axis=0) for c in np.unique(fitted)])
+        return centres, embeddings, centroids
+
+
+def one_speaker(segments: list[Segment]) -> list[Segment]:
+    return [replace(s, speaker="Speaker 1", words=tuple(replace(w, speaker="Speaker 1") for w in s.words)) for s in segments]
+
+
+def speech_regions(segments: list[Segment]) -> list[tuple[float, float]]:
+    """Stretches of speech: words (or segments, without word timestamps) joined while the pause between them is
+    under MERGE_GAP."""
+    spans = [(w.start, w.end) for s in segments for w in s.words] or [(s.start, s.end) for s in segments]
+    return merge_spans(spans, MERGE_GAP)
 
 
 def sentence_spans(segments: list[Segment]) -> list[tuple[float, float]]:
     """Stretches of speech that are likely one speaker's: words joined while the pause between them is under
     MERGE_GAP and the earlier word does not end a sentence. People take turns at sentence ends, often with
-    hardly a pause (a phone call's "...in New Jersey. And I'm Sheila..."). Without words, the segments."""
+    hardly a pause (a phone call's "...in New Jersey. And I'm Sheila..."). Without words, ``speech_regions``."""
     words = sorted((w for s in segments for w in s.words), key=lambda w: w.start)
     if not words:
-        return merge_spans([(s.start, s.end) for s in segments], MERGE_GAP)
+        return speech_regions(segments)
     out: list[tuple[float, float]] = []
     after_sentence = False
     for w in words:
