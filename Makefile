@@ -13,10 +13,11 @@ PYTEST_ARGS ?=
 # Debian packages, each as package=probe (a command it provides, or a file it installs): a compiler and CMake for
 # llama-cpp-python's build, and for the tests a browser for the UI tests, ffmpeg and speech synthesis for the audio
 # fixtures (espeak-ng, flite and festival with one diphone voice: distinct voices for the speaker tests; alsa-utils
-# ships a real person's voice reading channel names).
+# ships a real person's voice reading channel names, asterisk's English prompts a real person speaking for minutes).
 BUILD_PACKAGES := gcc=gcc g++=g++ cmake=cmake
 TEST_PACKAGES := chromium=chromium ffmpeg=ffmpeg espeak-ng=espeak-ng sox=sox flite=flite festival=text2wave \
-	festvox-kdlpc16k=/usr/share/festival/voices/english/ked_diphone alsa-utils=/usr/share/sounds/alsa/Front_Center.wav
+	festvox-kdlpc16k=/usr/share/festival/voices/english/ked_diphone alsa-utils=/usr/share/sounds/alsa/Front_Center.wav \
+	asterisk-core-sounds-en-wav=/usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav
 
 .PHONY: run test test-packages test-data install lock system-deps cuda bench bench-chat bench-image bench-speech bench-api bench-docs bench-load clean-venv
 

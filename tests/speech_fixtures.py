@@ -6,7 +6,7 @@ US male, US female, US male diphones) and festival's ked diphone voice (festvox-
 far more unlike each other than espeak-ng's variants do, which only change pitch and formants.
 Real people: the Gradio package ships short film clips (Cate Blanchett, Heath Ledger) and alsa-utils ships
 a woman reading channel names; pyannote.audio's wheel (fetched from PyPI by `make test`, never installed)
-ships a real two-person telephone call with its reference turns.
+ships a real two-person telephone call with its reference turns; asterisk's prompts, a real monologue.
 
 Every helper writes into the folder it is given; files are 16 kHz mono 16-bit WAV.
 """
@@ -232,6 +232,11 @@ def real_conversation_wav(directory: str | Path, name: str = "real_conversation.
 # the wheel from PyPI into TEST_DATA, pinned by hash in tests/real-speech.txt (pip download, no install).
 TEST_DATA = Path(__file__).resolve().parents[1] / ".cache" / "test-data"
 PHONE_CALL_WHEEL = "pyannote_audio-3.3.2-py2.py3-none-any.whl"
+
+
+# A real person alone on a phone line: Allison Smith reading Asterisk's 73 s demo instructions (8 kHz; Debian's
+# asterisk-core-sounds-en-wav, CC BY-SA 3.0).
+PHONE_MONOLOGUE = Path("/usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav")
 
 
 def phone_call_wav(directory: str | Path) -> tuple[Path, list[Turn]]:
