@@ -57,11 +57,14 @@ run: $(STAMP)
 test: test-packages $(STAMP) test-data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Real speech that ships inside a wheel we never install (tests/real-speech.txt, pinned by hash): downloaded once.
+# Real speech that ships inside a wheel we never install (tests/real-speech.txt, pinned by hash): downloaded
+# once, and again only when the pin changes.
 TEST_DATA := .cache/test-data
-test-data: $(STAMP)
-	@test -f $(TEST_DATA)/pyannote_audio-3.3.2-py2.py3-none-any.whl || \
-	  $(PY) -m pip download -q --no-deps --only-binary=:all: --require-hashes -r tests/real-speech.txt -d $(TEST_DATA)
+test-data: $(TEST_DATA)/.fetched
+
+$(TEST_DATA)/.fetched: tests/real-speech.txt | $(STAMP)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --require-hashes -r tests/real-speech.txt -d $(TEST_DATA)
+	touch $@
 
 test-packages:
 	$(call need_packages,$(TEST_PACKAGES))

@@ -1,6 +1,6 @@
 """How the speaker count is estimated, checked on many synthetic conversations: each file is made, transcribed
-(tiny.en, beam 1) and embedded (both ways the labeller embeds), and cached; then the labeller's clustering runs on the cache, so settings
-can be compared in seconds. Prints per set (calibration or held out) how many files got the count right and
+(tiny.en, beam 1), embedded both ways the labeller embeds it, and cached; then the labeller's clustering runs
+on the cache, so settings can be compared in seconds. Prints per set (calibration or held out) how many files got the count right and
 the mean and worst DER with the count estimated.
 
     .venv/bin/python bench/speaker_calibration.py [--set calibration|held_out|reported|all] [--cache DIR] [-v]

@@ -234,11 +234,6 @@ TEST_DATA = Path(__file__).resolve().parents[1] / ".cache" / "test-data"
 PHONE_CALL_WHEEL = "pyannote_audio-3.3.2-py2.py3-none-any.whl"
 
 
-# A real person alone on a phone line: Allison Smith reading Asterisk's 73 s demo instructions (8 kHz; Debian's
-# asterisk-core-sounds-en-wav, CC BY-SA 3.0).
-PHONE_MONOLOGUE = Path("/usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav")
-
-
 def phone_call_wav(directory: str | Path) -> tuple[Path, list[Turn]]:
     """The telephone call (16 kHz mono) and its reference turns, unpacked from pyannote.audio's wheel."""
     import zipfile
@@ -256,6 +251,11 @@ def phone_call_wav(directory: str | Path) -> tuple[Path, list[Turn]]:
         start, duration = float(fields[3]), float(fields[4])
         truth.append(Turn(fields[7], start, start + duration, ""))
     return out, truth
+
+
+# A real person alone on a phone line: Allison Smith reading Asterisk's 73 s demo instructions (8 kHz; Debian's
+# asterisk-core-sounds-en-wav, CC BY-SA 3.0).
+PHONE_MONOLOGUE = Path("/usr/share/asterisk/sounds/en_US_f_Allison/demo-instruct.wav")
 
 
 # ---------------------------------------------------------------- measures
